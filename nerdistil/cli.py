@@ -47,13 +47,17 @@ def teach(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (written atomically).")] = None,
     teacher: Annotated[
         Optional[Path],
-        typer.Option(help="Existing Flair SequenceTagger file to use instead of training one. Loading it "
-                     "unpickles it, which can run code: only use files you trust."),
+        typer.Option(
+            help="Existing Flair SequenceTagger file to use instead of training one. Loading it "
+            "unpickles it, which can run code: only use files you trust."
+        ),
     ] = None,  # fmt: skip
     embeddings: Annotated[
         Optional[str],
-        typer.Option(help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen), chars (one-hot words + "
-                     "character LSTM), or a Flair embeddings name; comma-separate to stack."),
+        typer.Option(
+            help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen), chars (one-hot words + "
+            "character LSTM), or a Flair embeddings name; comma-separate to stack."
+        ),
     ] = None,  # fmt: skip
     epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T.")] = None,
@@ -61,7 +65,9 @@ def teach(
         Optional[Path], typer.Option(help="Raw tweets, one a line, to label as extra teacher-only data.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    repair_tags: Annotated[bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")] = False,
+    repair_tags: Annotated[
+        bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
     config: ConfigOpt = None,
 ) -> None:

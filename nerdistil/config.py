@@ -77,7 +77,9 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise UserError(f"not valid YAML ({getattr(e, 'problem', e)})", p, None if line is None else line + 1) from None
+            raise UserError(
+                f"not valid YAML ({getattr(e, 'problem', e)})", p, None if line is None else line + 1
+            ) from None
         if not isinstance(loaded, dict):
             raise UserError("a config file must be a mapping of keys to values", p)
         values = dict(loaded.get(section, loaded))

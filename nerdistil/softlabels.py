@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Sequence as HFSequence, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Sequence as HFSequence
 
 from nerdistil.errors import UserError
 
@@ -56,7 +57,9 @@ def load(path: str | Path) -> DatasetDict:
 
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
-        raise UserError("not a nerdistil soft-label folder (no dataset_dict.json); point to TEACH_OUT/soft_labels", path)
+        raise UserError(
+            "not a nerdistil soft-label folder (no dataset_dict.json); point to TEACH_OUT/soft_labels", path
+        )
     return load_from_disk(str(path))
 
 

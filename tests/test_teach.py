@@ -31,9 +31,7 @@ def taught(tmp_path_factory):
 
 def test_teach_writes_a_complete_run_folder(taught):
     out, corpus = taught
-    assert sorted(p.name for p in out.iterdir()) >= sorted(
-        ["config.yaml", "report.json", "soft_labels", "teacher.pt"]
-    )
+    assert sorted(p.name for p in out.iterdir()) >= sorted(["config.yaml", "report.json", "soft_labels", "teacher.pt"])
     report = json.loads((out / "report.json").read_text())
     assert report["soft_labels"]["max_row_sum_error"] < 1e-5
     assert set(report["scores"]) == {"dev", "test"}
@@ -66,7 +64,7 @@ def test_posterior_argmax_matches_viterbi(taught):
     sents = read_conll(corpus / "train.txt") + read_conll(corpus / "test.txt")
     labels = softlabels.label_names(softlabels.load(out / "soft_labels"))
     same = total = 0
-    for sent, lab in zip(sents, ft.label(tagger, sents, labels, temperature=1.0)):
+    for lab in ft.label(tagger, sents, labels, temperature=1.0):
         arg = [labels[k] for k in lab.probs.argmax(-1)]
         same += sum(a == b for a, b in zip(arg, lab.tags))
         total += len(arg)

@@ -194,7 +194,9 @@ def read_conll(
         if n_cols is None:
             n_cols = len(cols)
             tag_idx = None if tag_col is None else (tag_col if tag_col >= 0 else n_cols + tag_col)
-            if not 0 <= token_col < n_cols or (tag_idx is not None and (not 0 <= tag_idx < n_cols or tag_idx == token_col)):
+            if not 0 <= token_col < n_cols or (
+                tag_idx is not None and (not 0 <= tag_idx < n_cols or tag_idx == token_col)
+            ):
                 raise UserError(
                     f"found {n_cols} column(s), need a token column ({token_col}) and a separate tag column "
                     f"({tag_col}); check the file format or --token-col/--tag-col",

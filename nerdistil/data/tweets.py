@@ -1,5 +1,8 @@
-"""Raw tweets to words the way WNUT-16 splits them: mentions, hashtags, URLs and emoji stay whole,
-contractions split off (``It's`` -> ``It 's``), punctuation separated."""
+"""Raw tweets to words the way WNUT-16 splits them.
+
+Mentions, hashtags, URLs and emoji stay whole, contractions split off (``It's`` -> ``It 's``),
+punctuation is separated.
+"""
 
 from __future__ import annotations
 

@@ -41,9 +41,7 @@ def load() -> list[Sentence]:
     return read_conll(source_path())
 
 
-def split(
-    sentences: list[Sentence], seed: int = 13, dev: float = 0.1, test: float = 0.1
-) -> dict[str, list[Sentence]]:
+def split(sentences: list[Sentence], seed: int = 13, dev: float = 0.1, test: float = 0.1) -> dict[str, list[Sentence]]:
     """Deterministic train/dev/test split of sentence indices (seeded shuffle, not stratified)."""
     idx = list(range(len(sentences)))
     train_idx, rest = train_test_split(idx, test_size=dev + test, random_state=seed, shuffle=True)

@@ -35,7 +35,7 @@ def minilm_path() -> Path:
 
 
 def to_flair(sentences: Iterable[Sentence]) -> list:
-    """nerdistil sentences -> Flair sentences, gold BIO tags attached as spans when present."""
+    """Nerdistil sentences -> Flair sentences, gold BIO tags attached as spans when present."""
     from flair.data import Sentence as FlairSentence
 
     out = []
@@ -75,9 +75,11 @@ def char_dictionary(sentences: Iterable[Sentence]):
 
 
 def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
-    """Flair token embeddings from a spec: comma-separated ``minilm``, ``chars``, ``onehot``,
-    a Flair word-embedding name (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any
-    transformer name/path. Names other than the built-in three need the network or Flair's cache."""
+    """Flair token embeddings from a spec.
+
+    The spec is comma-separated ``minilm``, ``chars``, ``onehot``, a Flair word-embedding name
+    (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any transformer name/path. Names other than the built-in three need the network or Flair's cache.
+    """
     from flair.data import Corpus
     from flair.datasets import FlairDatapointDataset
     from flair.embeddings import (
@@ -94,7 +96,10 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
         if name == "minilm":
             parts.append(
                 TransformerWordEmbeddings(
-                    str(minilm_path()), layers="-1", subtoken_pooling="first", fine_tune=False,
+                    str(minilm_path()),
+                    layers="-1",
+                    subtoken_pooling="first",
+                    fine_tune=False,
                     allow_long_sentences=True,
                 )  # fmt: skip
             )
@@ -137,9 +142,7 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeacherTraini
 
     flair.set_seed(cfg.seed)
     f_train, f_dev = to_flair(train), to_flair(dev)
-    corpus = Corpus(
-        train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False
-    )
+    corpus = Corpus(train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False)
     tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
     embeddings = build_embeddings(cfg.embeddings, train, f_train)
     tagger = SequenceTagger(
