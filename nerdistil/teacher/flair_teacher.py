@@ -78,7 +78,8 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     """Flair token embeddings from a spec.
 
     The spec is comma-separated ``minilm``, ``chars``, ``onehot``, a Flair word-embedding name
-    (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any transformer name/path. Names other than the built-in three need the network or Flair's cache.
+    (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any transformer
+    name/path. Names other than the built-in three need the network or Flair's cache.
     """
     from flair.data import Corpus
     from flair.datasets import FlairDatapointDataset
