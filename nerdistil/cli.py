@@ -99,6 +99,146 @@ def teach(
                   f"train {report['train_seconds']} s, labelling {report['label_seconds']} s")  # fmt: skip
 
 
+def _student_command(distil: bool):
+    """Build the ``distil`` or ``finetune`` command: the same options, the same code path."""
+
+    def command(
+        soft_labels: Annotated[
+            Optional[Path], typer.Option(help="A `teach` output folder: soft labels, gold tags, dev/test.")
+        ] = None,
+        corpus: Annotated[
+            Optional[Path], typer.Option(help="CoNLL folder (train/dev/test.txt) for fine-tuning without a teacher.")
+        ] = None,
+        out: Annotated[Optional[Path], typer.Option(help="Output model folder (written atomically).")] = None,
+        student: Annotated[
+            Optional[str],
+            typer.Option(help="Student: minilm (bundled MiniLM-L6), a hub name (distilroberta-base) or a folder."),
+        ] = None,
+        student_layers: Annotated[
+            Optional[int], typer.Option(help="Keep K evenly spaced layers of the pretrained student.")
+        ] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (best dev epoch kept).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(help="Sentences (windows) per batch.")] = None,
+        lr: Annotated[Optional[float], typer.Option(help="AdamW peak learning rate.")] = None,
+        alpha_ce: Annotated[Optional[float], typer.Option(help="Weight of the class-weighted gold CE.")] = None,
+        alpha_kd: Annotated[Optional[float], typer.Option(help="Weight of T^2 * KL(teacher || student).")] = None,
+        temperature: Annotated[
+            Optional[float], typer.Option(help="KD temperature (default: the soft labels' own).")
+        ] = None,
+        class_weight_power: Annotated[
+            Optional[float], typer.Option(help="Balanced class weights ** power (0 = unweighted).")
+        ] = None,
+        label_all_subwords: Annotated[
+            bool, typer.Option("--label-all-subwords", help="Train on every subword, not just the first.")
+        ] = False,
+        group_by_length: Annotated[
+            Optional[bool],
+            typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length together."),
+        ] = None,
+        seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
+        config: ConfigOpt = None,
+    ) -> None:
+        from nerdistil import config as cfgmod
+        from nerdistil.student import run_student
+
+        section = "distil" if distil else "finetune"
+        cfg = cfgmod.load(
+            cfgmod.StudentConfig, config, section,
+            {"soft_labels": _s(soft_labels), "corpus": _s(corpus), "out": _s(out), "student": student,
+             "student_layers": student_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "alpha_ce": alpha_ce, "alpha_kd": alpha_kd, "temperature": temperature,
+             "class_weight_power": class_weight_power, "label_all_subwords": label_all_subwords or None,
+             "group_by_length": group_by_length, "seed": seed, "overwrite": overwrite or None},
+        )  # fmt: skip
+        report = run_student(cfg, distil)
+        print_student_summary(cfg.out, report)
+
+    command.__doc__ = (
+        "Distil the teacher's soft labels into a transformer student (CE_w on gold + T^2 KL to the teacher)."
+        if distil
+        else "Fine-tune the same transformer student on gold tags only: the baseline for distillation."
+    )
+    return command
+
+
+app.command("distil")(_student_command(True))
+app.command("finetune")(_student_command(False))
+
+
+def print_student_summary(out: str, report: dict) -> None:
+    """A table of the student's dev/test scores."""
+    table = Table(title=f"{report['mode']}: {out}")
+    for col in ("split", "entity F1", "precision", "recall", "strict F1"):
+        table.add_column(col, justify="right")
+    for part, s in report["scores"].items():
+        table.add_row(part, f"{s['f1']:.4f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['strict']['f1']:.4f}")
+    console.print(table)
+    console.print(
+        f"{report['params'] / 1e6:.1f}M parameters, {report['student_layers']} layers, best epoch "
+        f"{report['best_epoch']}, {report['train_seconds']} s of training"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        Path, typer.Argument(help="A Flair tagger file (.pt, unpickled: trusted files only) or a student folder.")
+    ],
+    corpus: Annotated[Path, typer.Option(help="CoNLL file with gold tags.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    teacher: Annotated[
+        Optional[Path], typer.Option(help="Flair teacher file: also report word-level teacher-student agreement.")
+    ] = None,
+    repair_tags: Annotated[
+        bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
+    ] = False,
+) -> None:
+    """Entity-level precision, recall and F1 (seqeval; default and strict IOB2 modes), per type and averaged."""
+    from nerdistil.evaluate import run_evaluate
+    from nerdistil.runio import write_json
+
+    report = run_evaluate(model, corpus, teacher, repair=repair_tags)
+    table = Table(title=f"{model} on {corpus} ({report['n_sentences']} sentences, {report['n_words']} words)")
+    for col in ("type", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for name, s in sorted(report["per_type"].items()):
+        table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]))
+    table.add_section()
+    table.add_row("micro", f"{report['precision']:.4f}", f"{report['recall']:.4f}", f"{report['f1']:.4f}", "")
+    table.add_row("macro", "", "", f"{report['macro_f1']:.4f}", "")
+    table.add_row("weighted", "", "", f"{report['weighted_f1']:.4f}", "")
+    st = report["strict"]
+    table.add_row("micro (strict IOB2)", f"{st['precision']:.4f}", f"{st['recall']:.4f}", f"{st['f1']:.4f}", "")
+    console.print(table)
+    if "teacher_agreement" in report:
+        a = report["teacher_agreement"]
+        console.print(
+            f"word-level agreement with the teacher: {a['word_agreement']:.4f} (teacher F1 {a['teacher_f1']:.4f})"
+        )
+    if json_out:
+        write_json(json_out, report)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline config, e.g. configs/wnut16.yaml.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo stages that already finished.")] = False,
+) -> None:
+    """Whole pipeline from one config: data, teach, fine-tuned baseline, distil, evaluate; one summary table."""
+    from nerdistil.pipeline import run_pipeline
+
+    summary = run_pipeline(config, overwrite)
+    table = Table(title=f"nerdistil run {config} ({summary['seconds']:.0f} s)")
+    for col in ("model", "parameters", "dev F1", "test F1", "train time"):
+        table.add_column(col, justify="right")
+    for r in summary["rows"]:
+        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(r["model"], f"{r['params'] / 1e6:.1f}M" if r["params"] else "-", f(r["dev_f1"]),
+                      f(r["test_f1"]), f"{r['train_seconds']:.0f} s" if r["train_seconds"] else "-")  # fmt: skip
+    console.print(table)
+
+
 def _s(p: Optional[Path]) -> Optional[str]:
     return None if p is None else str(p)
 

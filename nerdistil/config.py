@@ -16,6 +16,7 @@ import yaml
 from nerdistil.errors import UserError
 
 T = TypeVar("T")
+SECTIONS = {"run", "teach", "finetune", "distil"}
 
 
 @dataclass
@@ -82,7 +83,12 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
             ) from None
         if not isinstance(loaded, dict):
             raise UserError("a config file must be a mapping of keys to values", p)
-        values = dict(loaded.get(section, loaded))
+        if section in loaded:
+            values = dict(loaded[section] or {})
+        elif set(loaded) & SECTIONS:  # a pipeline file without this command's section: defaults
+            values = {}
+        else:  # a flat file for this one command
+            values = dict(loaded)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -92,3 +98,33 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
             target = target.setdefault(part, {})
         target[leaf] = value
     return _build(cls, values, source)
+
+
+@dataclass
+class StudentConfig:
+    """``nerdistil distil`` / ``finetune``: train a transformer token classifier (finetune: alpha_kd = 0)."""
+
+    out: str = "runs/student"
+    soft_labels: str | None = None  # a teach output folder (or its soft_labels/); distil needs it
+    corpus: str | None = None  # a CoNLL folder (train/dev/test); finetune needs it unless soft_labels is given
+    student: str = "minilm"  # the bundled MiniLM-L6, a hub name (distilroberta-base) or a folder
+    student_layers: int | None = None  # keep K evenly spaced layers of the pretrained student
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    max_grad_norm: float = 1.0
+    patience: int = 3
+    seed: int = 13
+    mixed_precision: str = "no"
+    alpha_ce: float = 0.5
+    alpha_kd: float = 2.0
+    temperature: float | None = None  # None: the temperature the soft labels were made at
+    class_weight_power: float = 0.5  # balanced class weights ** power (0: unweighted, 1: fully balanced)
+    label_all_subwords: bool = False
+    max_length: int | None = None  # None: the tokenizer's limit (max 512); longer sentences are windowed
+    group_by_length: bool = True  # batches of similar-length windows: less padding, faster epochs
+    unlabeled: bool = True  # distil also on the soft labels' teacher-only "unlabeled" split, if any
+    overwrite: bool = False
+    data: DataConfig = field(default_factory=DataConfig)

@@ -82,6 +82,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             report["teacher"] = {"file": "teacher.pt", "sha256": ft.sha256(tmp / "teacher.pt"), "trained": True,
                                  "embeddings": cfg.embeddings, "epochs": cfg.epochs}  # fmt: skip
         report["teacher"]["tags"] = ft.teacher_tags(tagger)
+        report["params"] = sum(p.numel() for p in tagger.parameters())
         report["train_seconds"] = round(time.perf_counter() - t0, 1)
 
         t1 = time.perf_counter()

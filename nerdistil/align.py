@@ -1,0 +1,154 @@
+"""Words to subword tokens: label alignment, windows for long sentences, dynamic-padding collator.
+
+The first subword of each word carries the word's gold label and soft-label row; other subwords
+and special tokens get ``IGNORE`` (or, with ``label_all_subwords``, the word's labels too). A
+word the tokenizer turns into no subword at all (a lone zero-width joiner, an odd emoji) is
+replaced by the unknown token, so it still gets a prediction. A sentence longer than the
+model's maximum length is cut into consecutive word windows, each within the limit, so every
+word is predicted exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+IGNORE = -100
+
+
+def load_tokenizer(name_or_path: str, **kwargs):
+    """AutoTokenizer (fast) for word-split input; byte-level BPE gets ``add_prefix_space=True``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kwargs)
+    if is_byte_level(tok) and not getattr(tok, "add_prefix_space", False):
+        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, add_prefix_space=True, **kwargs)
+    return tok
+
+
+def is_byte_level(tokenizer) -> bool:
+    """True for GPT-2/RoBERTa-style byte-level BPE, which needs a prefix space on split words."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.pre_tokenizer is None:
+        return False
+    return "ByteLevel" in json.dumps(json.loads(backend.to_str()).get("pre_tokenizer"))
+
+
+@dataclass
+class Window:
+    """One model input: a run of words ``[start, start + len(words))`` of sentence ``sid``."""
+
+    sid: int
+    start: int
+    input_ids: list[int]
+    word_ids: list[int | None]  # per subword: index of its word within the sentence, None for specials
+    labels: list[int] = field(default_factory=list)  # per subword: gold label id or IGNORE
+    soft_pos: list[int] = field(default_factory=list)  # per subword: word index carrying a soft row, or -1
+
+
+def _words_for_model(tokenizer, words: Sequence[str]) -> list[str]:
+    """Replace words that produce no subword by the unknown token (nothing is dropped)."""
+    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+    seen = {w for w in enc.word_ids() if w is not None}
+    unk = tokenizer.unk_token or "?"
+    return [w if i in seen else unk for i, w in enumerate(words)]
+
+
+def windows(
+    tokenizer,
+    words: Sequence[str],
+    sid: int = 0,
+    tags: Sequence[int] | None = None,
+    max_length: int | None = None,
+    label_all_subwords: bool = False,
+) -> list[Window]:
+    """Tokenize one sentence into one or more windows with aligned labels.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer.
+        words: the sentence's words.
+        sid: sentence index, kept on each window to stitch predictions back.
+        tags: gold label ids per word, or None (unlabeled).
+        max_length: model input limit including special tokens (default: the tokenizer's, capped at 512).
+        label_all_subwords: give every subword its word's labels, not just the first.
+    """
+    if not words:
+        raise ValueError("a sentence needs at least one word")
+    words = _words_for_model(tokenizer, words)
+    limit = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    budget = limit - tokenizer.num_special_tokens_to_add(pair=False)
+    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+    counts = np.bincount([w for w in enc.word_ids() if w is not None], minlength=len(words))
+    # greedy word windows: as many whole words as fit in the subword budget
+    spans, start, used = [], 0, 0
+    for i, n in enumerate(counts):
+        n = min(int(n), budget)  # a single word longer than the budget is truncated to its first subwords
+        if used + n > budget and i > start:
+            spans.append((start, i))
+            start, used = i, 0
+        used += n
+    spans.append((start, len(words)))
+
+    out = []
+    for a, b in spans:
+        e = tokenizer(list(words[a:b]), is_split_into_words=True, truncation=True, max_length=limit)
+        wids = [None if w is None else w + a for w in e.word_ids()]
+        labels, soft = [], []
+        prev = None
+        for w in wids:
+            first = w is not None and w != prev
+            carry = w is not None and (first or label_all_subwords)
+            labels.append(tags[w] if carry and tags is not None else IGNORE)
+            soft.append(w if carry else -1)
+            prev = w
+        missing = set(range(a, b)) - {w for w in wids if w is not None}
+        if missing:  # cannot happen unless truncation cut a word; fail loudly rather than drop it
+            raise RuntimeError(f"words {sorted(missing)} of sentence {sid} lost their subwords")
+        out.append(Window(sid, a, list(e["input_ids"]), wids, labels, soft))
+    return out
+
+
+class Collator:
+    """Pads a list of windows to the longest in the batch (no fixed length, so no pad class).
+
+    Each window comes with its sentence's soft labels (``[words x labels]`` float array or None).
+    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) with IGNORE on padding,
+    ``soft`` (B, T, L) teacher probabilities and ``soft_mask`` (B, T) marking positions that carry them.
+    """
+
+    def __init__(self, pad_token_id: int, num_labels: int) -> None:
+        self.pad_token_id = pad_token_id
+        self.num_labels = num_labels
+
+    def __call__(self, items: Sequence[tuple[Window, np.ndarray | None]]) -> dict[str, torch.Tensor]:
+        """Collate (window, soft labels or None) pairs into one padded batch."""
+        T = max(len(w.input_ids) for w, _ in items)
+        B = len(items)
+        ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        labels = torch.full((B, T), IGNORE, dtype=torch.long)
+        soft = torch.zeros((B, T, self.num_labels), dtype=torch.float32)
+        soft_mask = torch.zeros((B, T), dtype=torch.bool)
+        for b, (w, probs) in enumerate(items):
+            n = len(w.input_ids)
+            ids[b, :n] = torch.tensor(w.input_ids)
+            mask[b, :n] = 1
+            labels[b, :n] = torch.tensor(w.labels)
+            if probs is not None:
+                pos = [t for t, p in enumerate(w.soft_pos) if p >= 0]
+                soft[b, pos] = torch.from_numpy(np.asarray(probs, dtype=np.float32)[[w.soft_pos[t] for t in pos]])
+                soft_mask[b, pos] = True
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "soft": soft, "soft_mask": soft_mask}
+
+
+def first_subword_positions(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """Word index -> position of its first subword in one window."""
+    out: dict[int, int] = {}
+    for t, w in enumerate(word_ids):
+        if w is not None and w not in out:
+            out[w] = t
+    return out

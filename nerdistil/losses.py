@@ -1,0 +1,125 @@
+"""The shared loss core: small pure functions used by NER and language-model distillation.
+
+Shapes: N positions (already flattened and masked by the caller or via ``mask``), K classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
+
+
+def weighted_ce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+                ignore_index: int = -100) -> torch.Tensor:  # fmt: skip
+    """Class-weighted cross-entropy, averaged over the N labelled positions.
+
+    Args:
+        logits: (N, K) student scores.
+        targets: (N,) gold class ids; ``ignore_index`` positions are skipped.
+        weight: (K,) class weights or None.
+        ignore_index: target value of positions without a gold label.
+
+    Returns:
+        sum_i w[y_i] * -log p(y_i) / #labelled (a plain mean over positions, not over weights,
+        so the CE and KD terms stay on the same per-word scale); 0 when nothing is labelled.
+    """
+    keep = targets != ignore_index
+    if not keep.any():
+        return logits.sum() * 0.0
+    nll = F.cross_entropy(logits[keep], targets[keep], weight=weight, reduction="sum")
+    return nll / keep.sum()
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 2.0,
+          mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """T^2 * KL(teacher || softmax(student / T)), averaged over the masked positions.
+
+    Args:
+        student_logits: (N, K) raw student scores.
+        teacher_probs: (N, K) teacher distribution, already at temperature T (e.g. CRF posteriors of scores / T).
+        temperature: T; the T^2 factor keeps gradient size comparable across temperatures (Hinton et al.).
+        mask: (N,) bool, positions that carry a teacher distribution (default: all).
+    """
+    if mask is not None:
+        student_logits, teacher_probs = student_logits[mask], teacher_probs[mask]
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    kl = F.kl_div(log_q, teacher_probs, reduction="sum")  # sum p (log p - log q), 0 log 0 = 0
+    return kl / student_logits.shape[0] * temperature**2
+
+
+def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None):
+    """Mean squared error between (N, K) logits, averaged over positions and classes."""
+    if mask is not None:
+        student_logits, teacher_logits = student_logits[mask], teacher_logits[mask]
+    if student_logits.numel() == 0:
+        return student_logits.sum() * 0.0
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+def cosine_hidden(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor | None = None):
+    """Cosine embedding loss 1 - cos(s, t) between (N, H) hidden states, averaged over positions."""
+    if mask is not None:
+        student_hidden, teacher_hidden = student_hidden[mask], teacher_hidden[mask]
+    if student_hidden.shape[0] == 0:
+        return student_hidden.sum() * 0.0
+    return (1 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)).mean()
+
+
+def class_weights(tag_ids: Sequence[int], num_labels: int, power: float = 0.5) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights over gold tags, smoothed by ``power`` (1: as is, 0: none).
+
+    Classes absent from training get the largest weight seen. Weights are rescaled to mean 1
+    over the present classes' frequency, so the CE scale stays comparable to the unweighted one.
+    """
+    y = np.asarray(tag_ids)
+    present = np.unique(y)
+    w = compute_class_weight("balanced", classes=present, y=y) ** power
+    full = np.full(num_labels, w.max(), dtype=np.float64)
+    full[present] = w
+    freq = np.bincount(y, minlength=num_labels) / len(y)
+    full /= (full * freq).sum()  # expected weight of a training word = 1
+    return torch.tensor(full, dtype=torch.float32)
+
+
+def ner_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    soft: torch.Tensor,
+    soft_mask: torch.Tensor,
+    alpha_ce: float,
+    alpha_kd: float,
+    temperature: float,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """alpha_ce * CE_w(student, gold) + alpha_kd * T^2 * KL(teacher_T || student_T).
+
+    Args:
+        logits: (B, T, K) student token logits.
+        labels: (B, T) gold ids, -100 where there is none (padding, later subwords, unlabeled text).
+        soft: (B, T, K) teacher probabilities.
+        soft_mask: (B, T) bool, positions carrying a teacher distribution.
+        alpha_ce: weight of the gold cross-entropy (0 skips it).
+        alpha_kd: weight of the distillation term (0 skips it).
+        temperature: T of the KD term.
+        weight: (K,) class weights for the CE term, or None.
+
+    Returns:
+        (total, {"ce": ..., "kd": ...}) with the parts as floats for logging.
+    """
+    K = logits.shape[-1]
+    flat = logits.reshape(-1, K)
+    parts: dict[str, torch.Tensor] = {}
+    total = logits.new_zeros(())
+    if alpha_ce:
+        parts["ce"] = weighted_ce(flat, labels.reshape(-1), weight)
+        total = total + alpha_ce * parts["ce"]
+    if alpha_kd:
+        parts["kd"] = kd_kl(flat, soft.reshape(-1, K), temperature, soft_mask.reshape(-1))
+        total = total + alpha_kd * parts["kd"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}

