@@ -1,6 +1,7 @@
 """End to end: a tiny Flair BiLSTM-CRF trained inside the test suite, through `nerdistil teach`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +14,8 @@ from nerdistil.teacher.crf import crf_marginals
 
 
 @pytest.fixture(scope="module")
-def taught(tmp_path_factory):
-    """One tiny `chars` teacher, trained once for the module."""
-    from nerdistil.cli import main
-
-    root = tmp_path_factory.mktemp("teach")
-    corpus = __import__("pathlib").Path(__file__).parent / "data" / "corpus"
-    unl = root / "raw.txt"
-    unl.write_text("Obama visits London today\n\n@john loves #Apple & Google 😀 http://t.co/x\n")
-    try:
-        main(["teach", "--corpus", str(corpus), "--out", str(root / "t"), "--embeddings", "chars",
-              "--epochs", "8", "--unlabeled", str(unl), "--seed", "1"])  # fmt: skip
-    except SystemExit as e:
-        assert e.code in (0, None)
-    return root / "t", corpus
+def taught(tiny_teacher):
+    return tiny_teacher, Path(__file__).parent / "data" / "corpus"
 
 
 def test_teach_writes_a_complete_run_folder(taught):
