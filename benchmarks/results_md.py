@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-HEADER = "# nerdistil benchmark results\n\nEvery table below is written by the script named above it; rerun that command to reproduce it.\n"
+HEADER = (
+    "# nerdistil benchmark results\n\n"
+    "Every table below is written by the script named above it; rerun that command to reproduce it.\n"
+)
 
 
 def update_section(path: str | Path, key: str, title: str, body: str) -> None:
