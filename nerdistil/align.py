@@ -120,13 +120,14 @@ class Collator:
     ``soft`` (B, T, L) teacher probabilities and ``soft_mask`` (B, T) marking positions that carry them.
     """
 
-    def __init__(self, pad_token_id: int, num_labels: int) -> None:
+    def __init__(self, pad_token_id: int, num_labels: int, pad_to: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.num_labels = num_labels
+        self.pad_to = pad_to  # fixed length (only to measure what fixed padding costs); None: dynamic
 
     def __call__(self, items: Sequence[tuple[Window, np.ndarray | None]]) -> dict[str, torch.Tensor]:
         """Collate (window, soft labels or None) pairs into one padded batch."""
-        T = max(len(w.input_ids) for w, _ in items)
+        T = max(max(len(w.input_ids) for w, _ in items), self.pad_to or 0)
         B = len(items)
         ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((B, T), dtype=torch.long)

@@ -239,6 +239,86 @@ def run_cmd(
     console.print(table)
 
 
+@app.command("bench-latency")
+def bench_latency(
+    teacher: Annotated[Path, typer.Option(help="Flair teacher file (unpickled: trusted files only).")],
+    student: Annotated[list[Path], typer.Option(help="Student model folder; repeat for several students.")],
+    corpus: Annotated[Path, typer.Option(help="CoNLL file (token[, tag]): its sentences, in order, for every model.")],
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    threads: Annotated[Optional[int], typer.Option(help="Torch/ONNX Runtime threads (default: all cores).")] = None,
+    padding: Annotated[
+        str, typer.Option(help="Student padding, comma-separated: dynamic and/or fixed:N (fixed:300 = the old setup).")
+    ] = "dynamic",
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also run students through ONNX Runtime, fp32 and dynamic int8 (Optimum).")
+    ] = False,
+    repeats: Annotated[int, typer.Option(help="Timed passes over the corpus per batch size.")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up batches per batch size.")] = 5,
+    max_sentences: Annotated[Optional[int], typer.Option(help="Use only the first N sentences.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plot_out: Annotated[
+        Optional[Path], typer.Option("--plot", help="Write a PNG of latency against batch size.")
+    ] = None,
+) -> None:
+    """Latency of teacher and students on the same sentences, end to end (words in, tags out), one process each."""
+    import tempfile
+
+    import torch
+
+    from nerdistil import bench
+    from nerdistil.data.conll import read_conll
+    from nerdistil.runio import write_json
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        paddings = [p.strip() for p in padding.split(",") if p.strip()]
+        for p in paddings:
+            if p != "dynamic" and not (p.startswith("fixed:") and int(p.split(":")[1]) > 0):
+                raise ValueError(p)
+    except ValueError:
+        raise UserError("--batch-sizes takes integers like 1,8,32 and --padding dynamic or fixed:N") from None
+    for s in student:
+        if not (s / "config.json").is_file():
+            raise UserError("not a student model folder (no config.json)", s)
+    first = (
+        next((ln for ln in corpus.read_text(encoding="utf-8-sig").splitlines() if ln.strip()), "")
+        if corpus.is_file()
+        else ""
+    )
+    sents = read_conll(corpus, tag_col=None if len(first.split()) < 2 else -1)
+    sents = sents[:max_sentences] if max_sentences else sents
+    words = [s.tokens for s in sents]
+    gold = [s.tags for s in sents] if sents[0].tags is not None else None
+    threads = threads or torch.get_num_threads()
+    specs = [bench.Spec(f"teacher:{teacher.name}", str(teacher), "flair")]
+    names = [s.name if [x.name for x in student].count(s.name) == 1 else str(s) for s in student]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, s in zip(names, student):
+            specs += [bench.Spec(name, str(s), "student", "pytorch", p) for p in paddings]
+            if onnx:
+                d = bench.export_onnx(str(s), Path(tmp) / name)
+                specs += [bench.Spec(name, str(s), "student", b, "dynamic", str(d)) for b in ("onnx", "onnx-int8")]
+        report = bench.run_bench(specs, words, gold, sizes, threads, repeats, warmup)
+    table = Table(
+        title=f"bench-latency: {len(words)} sentences, {threads} threads, end to end (tokenize + forward + decode)"
+    )
+    for col in ("model", "backend", "padding", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "sent/s", "words/s",
+                "params", "disk MB", "peak RSS MB", "speed-up", "F1"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["model"], r["backend"], r["padding"], str(r["batch_size"]), f"{r['p50_ms']:.2f}",
+                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}", f"{r['sentences_per_s']:.1f}",
+                      f"{r['words_per_s']:.0f}", f"{r['params'] / 1e6:.1f}M", f"{r['disk_mb']:.1f}",
+                      f"{r['peak_rss_mb']:.0f}",
+                      "-" if r["speedup_vs_teacher"] is None else f"{r['speedup_vs_teacher']:.2f}x",
+                      "-" if r["f1"] is None else f"{r['f1']:.4f}")  # fmt: skip
+    Console(width=None if console.is_terminal else 220).print(table)
+    if json_out:
+        write_json(json_out, report)
+    if plot_out:
+        bench.plot(report, plot_out)
+
+
 def _s(p: Optional[Path]) -> Optional[str]:
     return None if p is None else str(p)
 

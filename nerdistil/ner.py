@@ -128,14 +128,21 @@ def loader(examples: list[Example], collator: Collator, batch_size: int, shuffle
 
 @torch.no_grad()
 def predict(model, tokenizer, sentences: Sequence[Sequence[str]], labels: Sequence[str], batch_size: int = 32,
-            max_length: int | None = None) -> list[list[str]]:  # fmt: skip
-    """BIO tags for every word of every sentence: the argmax at each word's first subword."""
-    model.eval()
-    device = next(model.parameters()).device
+            max_length: int | None = None, pad_to: int | None = None,
+            sort: bool = True) -> list[list[str]]:  # fmt: skip
+    """BIO tags for every word of every sentence: the argmax at each word's first subword.
+
+    Works for PyTorch and ONNX Runtime (Optimum) token classifiers alike. ``pad_to`` pads every
+    batch to a fixed length (to measure the cost of fixed padding); ``sort`` groups similar lengths.
+    """
+    if hasattr(model, "eval"):
+        model.eval()
+    device = getattr(model, "device", torch.device("cpu"))
     wins = [w for i, words in enumerate(sentences) for w in windows(tokenizer, words, i, None, max_length)]
-    wins.sort(key=lambda w: len(w.input_ids))  # similar lengths together: little padding
+    if sort:
+        wins.sort(key=lambda w: len(w.input_ids))  # similar lengths together: little padding
     out: list[list[str | None]] = [[None] * len(s) for s in sentences]
-    collate = Collator(tokenizer.pad_token_id, len(labels))
+    collate = Collator(tokenizer.pad_token_id, len(labels), pad_to)
     for s in range(0, len(wins), batch_size):
         chunk = wins[s : s + batch_size]
         batch = collate([(w, None) for w in chunk])

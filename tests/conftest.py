@@ -72,3 +72,17 @@ def tiny_student(tmp_path_factory):
     torch.manual_seed(0)
     BertModel(cfg).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilled(tiny_teacher, tiny_student, tmp_path_factory):
+    """The tiny student distilled from the tiny teacher for two epochs, through `nerdistil distil`."""
+    from nerdistil.cli import main
+
+    out = tmp_path_factory.mktemp("distil") / "s"
+    try:
+        main(["distil", "--soft-labels", str(tiny_teacher), "--student", str(tiny_student), "--out", str(out),
+              "--epochs", "2", "--batch-size", "4", "--lr", "1e-3"])  # fmt: skip
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return out

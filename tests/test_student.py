@@ -13,26 +13,8 @@ from nerdistil.ner import build_student, keep_layers, predict
 
 
 @pytest.fixture(scope="module")
-def distilled(tiny_teacher, tiny_student, tmp_path_factory, cli_module):
-    out = tmp_path_factory.mktemp("distil") / "s"
-    code, stdout, err = cli_module("distil", "--soft-labels", tiny_teacher, "--student", tiny_student, "--out", out,
-                                   "--epochs", "2", "--batch-size", "4", "--lr", "1e-3")  # fmt: skip
-    assert code == 0, err
-    return out, stdout
-
-
-@pytest.fixture(scope="module")
-def cli_module():
-    from nerdistil.cli import main
-
-    def run(*args):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as e:
-            return (e.code or 0), "", ""
-        return 0, "", ""
-
-    return run
+def distilled(tiny_distilled):
+    return tiny_distilled, ""
 
 
 def test_distil_writes_a_hf_model_folder(distilled, corpus_dir):

@@ -1,0 +1,250 @@
+"""``nerdistil bench-latency``: teacher and students on the same sentences, end to end, honestly timed.
+
+Every model runs in its own fresh process (so peak memory figures do not mix), with the same
+sentences in the same order, from a list of words to a list of tags: tokenization, the forward
+pass and decoding are all inside the timing, for the teacher and the students alike. Warm-up
+batches run first; then ``repeats`` timed passes over the corpus with ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nerdistil.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Spec:
+    """One row group of the benchmark: which model, through which backend, with which padding."""
+
+    name: str
+    path: str
+    kind: str  # "flair" or "student"
+    backend: str = "pytorch"  # "pytorch", "onnx", "onnx-int8"
+    padding: str = "dynamic"  # "dynamic" or "fixed:N"
+    onnx_dir: str | None = None
+
+
+def flair_tags(tagger, batch: list[list[str]]) -> list[list[str]]:
+    """Flair's own inference (Viterbi), spans turned back into BIO tags: the teacher as people run it."""
+    from flair.data import Sentence
+
+    sents = [Sentence(list(words)) for words in batch]
+    tagger.predict(sents, mini_batch_size=max(1, len(sents)))
+    out = []
+    for s in sents:
+        tags = ["O"] * len(s)
+        for span in s.get_spans(tagger.label_type):
+            idx = [t.idx - 1 for t in span.tokens]
+            value = span.get_label(tagger.label_type).value
+            tags[idx[0]] = f"B-{value}"
+            for i in idx[1:]:
+                tags[i] = f"I-{value}"
+        out.append(tags)
+    return out
+
+
+def _load(spec: Spec, threads: int):
+    """Returns (words -> tags function, parameter count, bytes on disk)."""
+    if spec.kind == "flair":
+        from nerdistil.teacher.flair_teacher import load_teacher
+
+        tagger = load_teacher(spec.path)
+        tagger.eval()
+        params = sum(p.numel() for p in tagger.parameters())
+        return (lambda batch: flair_tags(tagger, batch)), params, os.path.getsize(spec.path)
+
+    from nerdistil.align import load_tokenizer
+    from nerdistil.ner import predict
+
+    tokenizer = load_tokenizer(spec.path)
+    pad_to = int(spec.padding.split(":")[1]) if spec.padding.startswith("fixed:") else None
+    if spec.backend == "pytorch":
+        from transformers import AutoModelForTokenClassification
+
+        model = AutoModelForTokenClassification.from_pretrained(spec.path)
+        params = sum(p.numel() for p in model.parameters())
+        disk = sum(f.stat().st_size for f in Path(spec.path).glob("*.safetensors"))
+    else:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForTokenClassification
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        file_name = "model_quantized.onnx" if spec.backend == "onnx-int8" else "model.onnx"
+        model = ORTModelForTokenClassification.from_pretrained(spec.onnx_dir, file_name=file_name, session_options=opts)
+        disk = (Path(spec.onnx_dir) / file_name).stat().st_size
+        params = None
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def fn(batch: list[list[str]]) -> list[list[str]]:
+        return predict(model, tokenizer, batch, labels, batch_size=len(batch), pad_to=pad_to, sort=False)
+
+    if params is None:
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        with __import__("torch").device("meta"):
+            params = sum(p.numel() for p in AutoModelForTokenClassification.from_config(
+                AutoConfig.from_pretrained(spec.path)).parameters())  # fmt: skip
+    return fn, params, disk
+
+
+def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
+            threads: int, repeats: int, warmup: int) -> list[dict]:  # fmt: skip
+    """Runs inside a fresh process: load, warm up, time every batch size, score once."""
+    import torch
+
+    torch.set_num_threads(threads)
+    fn, params, disk = _load(spec, threads)
+    n_words = sum(len(s) for s in sentences)
+    rows = []
+    f1 = None
+    if gold is not None:
+        from nerdistil.metrics import entity_report
+
+        pred = [t for s in range(0, len(sentences), 32) for t in fn(sentences[s : s + 32])]
+        if any(len(p) != len(g) for p, g in zip(pred, gold)):
+            raise RuntimeError(f"{spec.name}: a sentence got a different number of tags than words")
+        f1 = entity_report(gold, pred)["f1"]
+    with torch.inference_mode():
+        for bs in batch_sizes:
+            batches = [sentences[i : i + bs] for i in range(0, len(sentences), bs)]
+            for b in batches[:warmup]:
+                fn(b)
+            times = []
+            for _ in range(repeats):
+                for b in batches:
+                    t0 = time.perf_counter()
+                    fn(b)
+                    times.append(time.perf_counter() - t0)
+            ms = np.array(times) * 1000
+            total = ms.sum() / 1000
+            rows.append({
+                "model": spec.name, "backend": spec.backend, "batch_size": bs, "padding": spec.padding,
+                "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+                "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+                "sentences_per_s": len(sentences) * repeats / total, "words_per_s": n_words * repeats / total,
+                "params": params, "disk_mb": disk / 2**20, "f1": f1,
+            })  # fmt: skip
+    peak = peak_rss_mb()
+    for r in rows:
+        r["peak_rss_mb"] = peak
+    return rows
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    VmHWM belongs to the process's own address space, so it starts fresh in a spawned child;
+    ``ru_maxrss`` would not (it keeps the forking parent's size across exec).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+
+
+def export_onnx(student: str, out_dir: Path) -> Path:
+    """Export a student folder to ONNX (fp32) and add a dynamically quantized int8 copy."""
+    try:
+        from optimum.onnxruntime import ORTModelForTokenClassification, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    except ImportError:
+        raise UserError("--onnx needs Optimum and ONNX Runtime: pip install 'nerdistil[onnx]'") from None
+    if (out_dir / "model_quantized.onnx").is_file():
+        return out_dir
+    model = ORTModelForTokenClassification.from_pretrained(student, export=True)
+    model.save_pretrained(out_dir)
+    quantizer = ORTQuantizer.from_pretrained(out_dir, file_name="model.onnx")
+    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
+    quantizer.quantize(save_dir=out_dir, quantization_config=qconfig)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(student).save_pretrained(out_dir)
+    return out_dir
+
+
+def machine(threads: int) -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
+              threads: int, repeats: int = 3, warmup: int = 5) -> dict:  # fmt: skip
+    """Measure every spec in its own spawned process; add speed-ups against the teacher."""
+    results: list[dict] = []
+    ctx = mp.get_context("spawn")
+    for spec in specs:
+        log.info("measuring %s (%s, %s padding) in a fresh process", spec.name, spec.backend, spec.padding)
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            results += pool.submit(measure, spec, sentences, gold, batch_sizes, threads, repeats, warmup).result()
+    teacher = {
+        r["batch_size"]: r["p50_ms"] for r in results if r["model"] == specs[0].name and specs[0].kind == "flair"
+    }
+    for r in results:
+        r["speedup_vs_teacher"] = teacher[r["batch_size"]] / r["p50_ms"] if r["batch_size"] in teacher else None
+    return {"results": results, "machine": machine(threads), "specs": [asdict(s) for s in specs],
+            "n_sentences": len(sentences), "n_words": sum(len(s) for s in sentences),
+            "timing": "end to end, words in -> tags out: tokenization, forward pass and decoding inside the timing",
+            "repeats": repeats, "warmup_batches": warmup}  # fmt: skip
+
+
+def plot(report: dict, path: str | Path) -> None:
+    """p50 latency per batch against batch size, one line per model/backend/padding (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        groups.setdefault(f"{r['model']} ({r['backend']}, {r['padding']})", []).append(r)
+    for label, rows in groups.items():
+        rows.sort(key=lambda r: r["batch_size"])
+        ax.plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (sentences)")
+    ax.set_ylabel("p50 latency per batch (ms)")
+    m = report["machine"]
+    ax.set_title(f"end-to-end latency, {m['threads']} threads, {m['cpu'][:40]}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
