@@ -68,8 +68,20 @@ def main() -> None:
     if args.grid:
         base = cfgmod.load(cfgmod.StudentConfig, args.config, "distil")
         for a_ce, a_kd in [(base.alpha_ce, base.alpha_kd), (1.0, 1.0), (1.0, 4.0), (0.0, 1.0)]:
-            r = student(args.config, "distil", out / f"grid_ce{a_ce}_kd{a_kd}", args.seeds[0], soft_labels=soft,
-                        alpha_ce=a_ce, alpha_kd=a_kd)  # fmt: skip
+            same = (a_ce, a_kd) == (base.alpha_ce, base.alpha_kd)  # the configured setting is the seed run itself
+            r = (
+                rows["distil"][0]
+                if same
+                else student(
+                    args.config,
+                    "distil",
+                    out / f"grid_ce{a_ce}_kd{a_kd}",
+                    args.seeds[0],
+                    soft_labels=soft,
+                    alpha_ce=a_ce,
+                    alpha_kd=a_kd,
+                )
+            )
             grid.append({"alpha_ce": a_ce, "alpha_kd": a_kd, "dev_f1": r["scores"]["dev"]["f1"],
                          "test_f1": r["scores"]["test"]["f1"]})  # fmt: skip
         ft = rows["finetune"][0]

@@ -128,11 +128,13 @@ def loader(examples: list[Example], collator: Collator, batch_size: int, shuffle
 
 @torch.no_grad()
 def predict(model, tokenizer, sentences: Sequence[Sequence[str]], labels: Sequence[str], batch_size: int = 32,
-            max_length: int | None = None, pad_to: int | None = None,
-            sort: bool = True) -> list[list[str]]:  # fmt: skip
+            max_length: int | None = None, pad_to: int | None = None, sort: bool = True,
+            constrained: bool = True) -> list[list[str]]:  # fmt: skip
     """BIO tags for every word of every sentence: the argmax at each word's first subword.
 
-    Works for PyTorch and ONNX Runtime (Optimum) token classifiers alike. ``pad_to`` pads every
+    With ``constrained`` (the default) the tags are the most likely *valid* BIO sequence under the
+    student's per-word log-probabilities (Viterbi; I-X only after B-X or I-X), so the decoder never
+    emits a broken entity. Works for PyTorch and ONNX Runtime (Optimum) token classifiers alike. ``pad_to`` pads every
     batch to a fixed length (to measure the cost of fixed padding); ``sort`` groups similar lengths.
     """
     if hasattr(model, "eval"):
@@ -143,18 +145,51 @@ def predict(model, tokenizer, sentences: Sequence[Sequence[str]], labels: Sequen
         wins.sort(key=lambda w: len(w.input_ids))  # similar lengths together: little padding
     out: list[list[str | None]] = [[None] * len(s) for s in sentences]
     collate = Collator(tokenizer.pad_token_id, len(labels), pad_to)
+    allowed = bio_transitions(labels) if constrained else None
     for s in range(0, len(wins), batch_size):
         chunk = wins[s : s + batch_size]
         batch = collate([(w, None) for w in chunk])
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        pred = logits.logits.argmax(-1).cpu().tolist()
+        logp = torch.log_softmax(logits.logits.float(), dim=-1).cpu().numpy()
         for b, w in enumerate(chunk):
-            for word, pos in first_subword_positions(w.word_ids).items():
-                out[w.sid][word] = labels[pred[b][pos]]
+            first = first_subword_positions(w.word_ids)  # word -> position, in word order
+            words = sorted(first)
+            path = bio_viterbi(logp[b, [first[i] for i in words]], allowed) if allowed is not None else None
+            for j, word in enumerate(words):
+                out[w.sid][word] = labels[path[j] if path is not None else int(logp[b, first[word]].argmax())]
     for i, tags in enumerate(out):
         if any(t is None for t in tags):  # never silently drop a word
             raise RuntimeError(f"sentence {i}: {tags.count(None)} word(s) got no prediction")
     return out  # type: ignore[return-value]
+
+
+def bio_transitions(labels: Sequence[str]) -> np.ndarray:
+    """(L+1, L) bool: row L is the sentence start; ``[i, j]`` says whether label j may follow label i."""
+    L = len(labels)
+    ok = np.ones((L + 1, L), dtype=bool)
+    for j, lab in enumerate(labels):
+        if lab.startswith("I-"):
+            ok[:, j] = False
+            for i, prev in enumerate(labels):
+                if prev[2:] == lab[2:] and prev[:2] in ("B-", "I-"):
+                    ok[i, j] = True
+    return ok
+
+
+def bio_viterbi(logp: np.ndarray, allowed: np.ndarray) -> list[int]:
+    """Best label path for (n, L) log-probabilities under the transition mask of ``bio_transitions``."""
+    n, L = logp.shape
+    neg = np.where(allowed, 0.0, -np.inf)
+    score = logp[0] + neg[L]
+    back = np.zeros((n, L), dtype=np.int64)
+    for t in range(1, n):
+        cand = score[:, None] + neg[:L]  # (from, to)
+        back[t] = cand.argmax(0)
+        score = cand.max(0) + logp[t]
+    path = [int(score.argmax())]
+    for t in range(n - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -139,3 +139,31 @@ def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
     code, stdout, err = cli("run", cfg)  # finished stages are reused
     assert code == 0 and (tmp_path / "runs" / "distil" / "report.json").stat().st_mtime == stamp
     assert np.isfinite(summary["seconds"])
+
+
+def test_constrained_decoding_never_breaks_an_entity():
+    import itertools
+
+    from nerdistil.ner import bio_transitions, bio_viterbi
+
+    labels = ["O", "B-a", "I-a", "B-b", "I-b"]
+    allowed = bio_transitions(labels)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logp = np.log(rng.dirichlet(np.ones(5), size=4))
+        path = bio_viterbi(logp, allowed)
+        # brute force over all valid paths
+        best, best_s = None, -np.inf
+        for cand in itertools.product(range(5), repeat=4):
+            prev = 5
+            valid = True
+            for k in cand:
+                valid &= bool(allowed[prev, k])
+                prev = k
+            s = sum(logp[t, k] for t, k in enumerate(cand))
+            if valid and s > best_s:
+                best, best_s = list(cand), s
+        assert path == best
+    # an I- after O is never produced, even when it is the per-word argmax
+    logp = np.log(np.array([[0.9, 0.05, 0.01, 0.02, 0.02], [0.1, 0.1, 0.7, 0.05, 0.05]]))
+    assert [labels[k] for k in bio_viterbi(logp, allowed)] in (["O", "O"], ["B-a", "I-a"], ["O", "B-a"])
