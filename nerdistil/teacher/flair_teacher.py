@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence, bioes_to_bio, split_tag
 from nerdistil.errors import UserError
 from nerdistil.teacher.crf import crf_marginals, project, tag_projection
@@ -120,20 +121,7 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     return parts[0] if len(parts) == 1 else StackedEmbeddings(parts)
 
 
-@dataclass
-class TeacherTraining:
-    """Hyper-parameters of the BiLSTM-CRF teacher (Flair's defaults where not stated)."""
-
-    embeddings: str = "minilm"
-    hidden_size: int = 256
-    epochs: int = 20
-    learning_rate: float = 0.1
-    batch_size: int = 32
-    patience: int = 3
-    seed: int = 13
-
-
-def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeacherTraining, work_dir: Path):
+def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path):
     """Train a Flair BiLSTM-CRF on train, select the best epoch on dev; returns (tagger, model file)."""
     import flair
     from flair.data import Corpus

@@ -70,10 +70,8 @@ def run_teach(cfg: TeachConfig) -> dict:
         else:
             if "dev" not in corpus:
                 raise UserError("training a teacher needs dev.txt to choose the best epoch", cfg.corpus)
-            train_cfg = ft.TeacherTraining(cfg.embeddings, cfg.hidden_size, cfg.epochs, cfg.learning_rate,
-                                           cfg.batch_size, cfg.patience, cfg.seed)  # fmt: skip
             work = tmp / "flair"
-            tagger, best = ft.train_teacher(corpus["train"], corpus["dev"], train_cfg, work)
+            tagger, best = ft.train_teacher(corpus["train"], corpus["dev"], cfg, work)
             shutil.move(str(best), tmp / "teacher.pt")
             for keep in ("training.log", "loss.tsv"):
                 if (work / keep).is_file():
