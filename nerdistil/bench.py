@@ -102,6 +102,30 @@ def _load(spec: Spec, threads: int):
     return fn, params, disk
 
 
+def latency_stats(seconds: list[float], n_sentences: int, n_words: int) -> dict:
+    """Per-batch latency percentiles (ms) and throughput over all timed batches.
+
+    Percentiles use linear interpolation (numpy's default); throughput is items / total time.
+    """
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    total = ms.sum() / 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+        "sentences_per_s": n_sentences / total, "words_per_s": n_words / total,
+    }  # fmt: skip
+
+
+def fingerprint(sentences: list[list[str]]) -> str:
+    """SHA-256 of the sentences in order, recorded by every model's process to prove they saw the same input."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for words in sentences:
+        h.update("\x1f".join(words).encode() + b"\x1e")
+    return h.hexdigest()
+
+
 def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
             threads: int, repeats: int, warmup: int) -> list[dict]:  # fmt: skip
     """Runs inside a fresh process: load, warm up, time every batch size, score once."""
@@ -130,15 +154,10 @@ def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None
                     t0 = time.perf_counter()
                     fn(b)
                     times.append(time.perf_counter() - t0)
-            ms = np.array(times) * 1000
-            total = ms.sum() / 1000
-            rows.append({
-                "model": spec.name, "backend": spec.backend, "batch_size": bs, "padding": spec.padding,
-                "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-                "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-                "sentences_per_s": len(sentences) * repeats / total, "words_per_s": n_words * repeats / total,
-                "params": params, "disk_mb": disk / 2**20, "f1": f1,
-            })  # fmt: skip
+            rows.append({"model": spec.name, "backend": spec.backend, "batch_size": bs, "padding": spec.padding,
+                         **latency_stats(times, len(sentences) * repeats, n_words * repeats),
+                         "params": params, "disk_mb": disk / 2**20, "f1": f1,
+                         "sentences_sha256": fingerprint(sentences)})  # fmt: skip
     peak = peak_rss_mb()
     for r in rows:
         r["peak_rss_mb"] = peak

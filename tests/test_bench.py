@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from nerdistil import bench
+from nerdistil.data.conll import read_conll
 from nerdistil.errors import UserError
 
 HAVE_ORT = importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("onnxruntime") is not None
@@ -36,6 +37,8 @@ def test_bench_latency_cli(tiny_teacher, tiny_distilled, corpus_dir, tmp_path, c
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["peak_rss_mb"] > 50 and r["params"] > 0 and r["disk_mb"] > 0
         assert r["f1"] is not None
     assert report["machine"]["threads"] >= 1 and "end to end" in report["timing"]
+    words = [s.tokens for s in read_conll(corpus_dir / "test.txt")]
+    assert {r["sentences_sha256"] for r in rows} == {bench.fingerprint(words)}  # every model saw the same input
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert "speed-up" in out
 
@@ -53,3 +56,20 @@ def test_bad_options_are_one_line_errors(tiny_teacher, tmp_path, corpus_dir, cli
     code, _, err = cli("bench-latency", "--teacher", tiny_teacher / "teacher.pt", "--student", tmp_path,
                        "--corpus", corpus_dir / "test.txt", "--padding", "fixed:x")  # fmt: skip
     assert code == 2 and "--padding" in err
+
+
+def test_latency_stats_by_hand():
+    secs = [0.001 * x for x in (1, 2, 3, 4, 100)]  # ms: 1 2 3 4 100
+    st = bench.latency_stats(secs, n_sentences=10, n_words=50)
+    assert st["p50_ms"] == pytest.approx(3.0)
+    assert st["p90_ms"] == pytest.approx(4 + 0.6 * 96)  # linear interpolation between 4 and 100
+    assert st["p99_ms"] == pytest.approx(4 + 0.96 * 96)
+    assert st["mean_ms"] == pytest.approx(22.0)
+    assert st["sentences_per_s"] == pytest.approx(10 / 0.110)
+    assert st["words_per_s"] == pytest.approx(50 / 0.110)
+
+
+def test_fingerprint_depends_on_order_and_split():
+    a = bench.fingerprint([["a", "b"], ["c"]])
+    assert a == bench.fingerprint([["a", "b"], ["c"]])
+    assert a != bench.fingerprint([["c"], ["a", "b"]]) and a != bench.fingerprint([["a"], ["b", "c"]])
