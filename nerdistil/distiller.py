@@ -1,9 +1,10 @@
 """The one training loop, shared by NER distillation, fine-tuning and language-model distillation.
 
 A task hands over its model, data loaders and two callables: ``loss_fn(model, batch) ->
-(total, {"name": float})`` and ``evaluate(model) -> float`` (higher is better). The loop does
-AdamW with linear warm-up and decay, gradient clipping and accumulation, TensorBoard curves
-(``losses/loss``, ``losses/loss_<name>``, ``learning_rate/lr``, ``eval/<metric>``), best-epoch
+(total, {"name": float})`` and ``evaluate(model) -> float`` (higher is better unless
+``maximize`` is off). The loop does AdamW with linear warm-up and decay, gradient clipping and
+accumulation, TensorBoard curves (``losses/loss``, ``losses/loss_<name>``,
+``losses/cum_avg_loss_epoch``, ``learning_rate/lr``, ``eval/<metric>``), best-epoch
 selection and early stopping. Devices, mixed precision and data parallelism come from
 Hugging Face Accelerate, so ``accelerate launch -m nerdistil ...`` needs no code change.
 """
@@ -40,7 +41,8 @@ class TrainConfig:
     patience: int = 3  # epochs without dev improvement before stopping (0: never stop early)
     seed: int = 13
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (Accelerate)
-    metric: str = "f1"
+    metric: str = "f1"  # logged as eval/<metric>
+    maximize: bool = True  # False for metrics where lower is better (perplexity)
 
 
 @dataclass
@@ -122,6 +124,7 @@ def train(
                 if writer:
                     writer.add_scalar(f"losses/{k}", v, step)
             if writer:
+                writer.add_scalar("losses/cum_avg_loss_epoch", sums["loss"] / n, step)
                 writer.add_scalar("learning_rate/lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
         record = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}}
@@ -131,7 +134,8 @@ def train(
             record[cfg.metric] = score
             if writer:
                 writer.add_scalar(f"eval/{cfg.metric}", score, step)
-            if score > result.best_score:
+            better = score > result.best_score if cfg.maximize else score < result.best_score
+            if result.best_epoch == 0 or better:
                 result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
                 best_state = copy.deepcopy(acc.unwrap_model(model).state_dict())
             else:

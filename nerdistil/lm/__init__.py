@@ -1,0 +1,1 @@
+"""Language-model distillation, the sibling of the NER path: same losses, same training loop."""
