@@ -229,13 +229,20 @@ def run_cmd(
     from nerdistil.pipeline import run_pipeline
 
     summary = run_pipeline(config, overwrite)
+    if summary.get("lm_eval"):
+        print_lm_eval(summary["lm_eval"])
     table = Table(title=f"nerdistil run {config} ({summary['seconds']:.0f} s)")
-    for col in ("model", "parameters", "dev F1", "test F1", "train time"):
+    lm = any("perplexity" in r for r in summary["rows"])
+    cols = ("model", "parameters", "held-out perplexity", "train time") if lm else (
+        "model", "parameters", "dev F1", "test F1", "train time")  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="right")
+    f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     for r in summary["rows"]:
-        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(r["model"], f"{r['params'] / 1e6:.1f}M" if r["params"] else "-", f(r["dev_f1"]),
-                      f(r["test_f1"]), f"{r['train_seconds']:.0f} s" if r["train_seconds"] else "-")  # fmt: skip
+        params = f"{r['params'] / 1e6:.1f}M" if r["params"] else "-"
+        secs = f"{r['train_seconds']:.0f} s" if r["train_seconds"] else "-"
+        scores = [f(r.get("perplexity"), 2)] if lm else [f(r["dev_f1"]), f(r["test_f1"])]
+        table.add_row(r["model"], params, *scores, secs)
     console.print(table)
 
 
@@ -317,6 +324,165 @@ def bench_latency(
         write_json(json_out, report)
     if plot_out:
         bench.plot(report, plot_out)
+
+
+@app.command()
+def preprocess(
+    input_file: Annotated[Path, typer.Argument(help="Raw tweets, one a line, or a CoNLL file (sentences are joined).")],
+    output_file: Annotated[Path, typer.Argument(help="Clean tweets, one a line.")],
+    dedupe: Annotated[bool, typer.Option(help="Drop exact duplicates (after case-folding and whitespace).")] = True,
+    urls: Annotated[bool, typer.Option(help="Remove URLs and links.")] = True,
+    mentions: Annotated[bool, typer.Option(help="Remove @user mentions (and the ':' of '@user:').")] = True,
+    html: Annotated[bool, typer.Option(help="Remove HTML tags and entities (&amp;).")] = True,
+    punctuation: Annotated[bool, typer.Option(help="Remove punctuation (Unicode P* categories).")] = True,
+    non_alnum: Annotated[
+        bool, typer.Option(help="Remove symbols that are not letters, digits, marks or emoji (any script).")
+    ] = True,
+    whitespace: Annotated[bool, typer.Option(help="Collapse repeated whitespace.")] = True,
+    drop_emoji: Annotated[bool, typer.Option("--drop-emoji", help="Also remove emoji (kept by default).")] = False,
+) -> None:
+    """Clean raw tweets for language-model training; prints what each step removed."""
+    from nerdistil.lm.preprocess import Steps, read_tweets
+    from nerdistil.lm.preprocess import preprocess as run
+
+    steps = Steps(html, urls, mentions, punctuation, non_alnum, whitespace, dedupe, drop_emoji)
+    tweets, stats = run(read_tweets(input_file), steps)
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_file.with_name(output_file.name + ".partial")
+    tmp.write_text("".join(t + "\n" for t in tweets), encoding="utf-8")
+    os.replace(tmp, output_file)
+    table = Table(title=f"preprocess {input_file} -> {output_file}")
+    table.add_column("step")
+    table.add_column("characters removed", justify="right")
+    table.add_column("tweets removed", justify="right")
+    for name, n in stats.chars_removed.items():
+        table.add_row(name, str(n), "")
+    for name, n in stats.tweets_removed.items():
+        table.add_row(name, "", str(n))
+    table.add_section()
+    table.add_row("in -> out", f"{stats.chars_in} -> {stats.chars_out}", f"{stats.tweets_in} -> {stats.tweets_out}")
+    console.print(table)
+
+
+def _lm_command(distil: bool):
+    """Build ``lm-distil`` or ``lm-finetune``: the same options, the same loop."""
+
+    def command(
+        corpus: Annotated[Optional[Path], typer.Option(help="Training tweets, one a line (or CoNLL).")] = None,
+        out: Annotated[Optional[Path], typer.Option(help="Output masked-LM folder (written atomically).")] = None,
+        teacher: Annotated[
+            Optional[str], typer.Option(help="lm-distil: teacher masked LM (name, folder, minilm).")
+        ] = None,
+        model: Annotated[Optional[str], typer.Option(help="lm-finetune: the masked LM to adapt.")] = None,
+        student: Annotated[
+            Optional[str], typer.Option(help="lm-distil: a student MLM with the teacher's vocabulary.")
+        ] = None,
+        student_layers: Annotated[
+            Optional[str], typer.Option(help="Build the student from these teacher layers, e.g. 0,2,5.")
+        ] = None,
+        prune_heads: Annotated[Optional[int], typer.Option(help="Prune N least important heads per layer.")] = None,
+        alpha_ce: Annotated[Optional[float], typer.Option(help="Weight of T^2 KL on masked positions.")] = None,
+        alpha_mlm: Annotated[Optional[float], typer.Option(help="Weight of the MLM cross-entropy.")] = None,
+        alpha_mse: Annotated[Optional[float], typer.Option(help="Weight of the MSE between logits.")] = None,
+        alpha_cos: Annotated[Optional[float], typer.Option(help="Weight of the cosine loss on hidden states.")] = None,
+        temperature: Annotated[Optional[float], typer.Option(help="Distillation temperature T.")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(help="Tweets per batch.")] = None,
+        grad_accum: Annotated[Optional[int], typer.Option(help="Gradient accumulation steps.")] = None,
+        lr: Annotated[Optional[float], typer.Option(help="AdamW peak learning rate.")] = None,
+        eval_corpus: Annotated[
+            Optional[Path], typer.Option(help="Held-out tweets: perplexity on fixed masks after each epoch.")
+        ] = None,
+        seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
+        config: ConfigOpt = None,
+    ) -> None:
+        from nerdistil import config as cfgmod
+        from nerdistil.lm.train import run_lm
+
+        section = "lm_distil" if distil else "lm_finetune"
+        cfg = cfgmod.load(
+            cfgmod.LMConfig, config, section,
+            {"corpus": _s(corpus), "out": _s(out), "teacher": teacher, "model": model, "student": student,
+             "student_layers": student_layers, "prune_heads": prune_heads, "alpha_ce": alpha_ce,
+             "alpha_mlm": alpha_mlm, "alpha_mse": alpha_mse, "alpha_cos": alpha_cos, "temperature": temperature,
+             "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
+             "eval_corpus": _s(eval_corpus), "seed": seed, "overwrite": overwrite or None},
+        )  # fmt: skip
+        report = run_lm(cfg, distil)
+        held = report["held_out"]
+        console.print(
+            f"{report['mode']}: {cfg.out}: layers {report['layers']}, {report['params'] / 1e6:.1f}M parameters, "
+            f"{report['steps']} steps in {report['train_seconds']} s"
+            + (f"; held-out perplexity {held['perplexity_before']:.2f} -> {held['perplexity']:.2f}" if held else "")
+        )
+
+    command.__doc__ = (
+        "Distil a masked LM into a smaller one: T^2 KL, MLM, MSE and cosine losses (DistilBERT's recipe)."
+        if distil
+        else "Adapt a masked LM to tweets with the MLM loss alone (the same loop as lm-distil, no teacher)."
+    )
+    return command
+
+
+app.command("lm-distil")(_lm_command(True))
+app.command("lm-finetune")(_lm_command(False))
+
+
+def print_lm_eval(report: dict) -> None:
+    """Perplexity, neighbour and overlap tables of an lm-eval report."""
+    models, k = report["models"], report["k"]
+    wide = Console(width=None if console.is_terminal else 200)
+    if report["perplexity"]:
+        t = Table(title=f"held-out perplexity (mask seed {report['mask_seed']})")
+        t.add_column("model")
+        t.add_column("perplexity", justify="right")
+        t.add_column("masked tokens", justify="right")
+        for m in models:
+            t.add_row(m, f"{report['perplexity'][m]:.2f}", str(report["masked_tokens"][m]))
+        wide.print(t)
+    for w in report["words"]:
+        t = Table(title=f"nearest neighbours of {w!r}")
+        t.add_column("rank", justify="right")
+        for m in models:
+            t.add_column(m)
+        for r in range(k):
+            nbs = (report["neighbours"][m][w] for m in models)
+            t.add_row(str(r + 1), *[f"{nb[r][0]} ({nb[r][1]:.2f})" if r < len(nb) else "" for nb in nbs])
+        wide.print(t)
+    if report["overlap"]:
+        t = Table(title=f"mean top-{k} neighbour overlap over {len(report['words'])} words")
+        t.add_column("models")
+        t.add_column("overlap", justify="right")
+        for pair, v in report["overlap"].items():
+            t.add_row(pair, f"{v:.1f}%")
+        wide.print(t)
+
+
+@app.command("lm-eval")
+def lm_eval(
+    model: Annotated[list[str], typer.Option(help="Masked LM (name, folder, minilm); repeat to compare models.")],
+    corpus: Annotated[Optional[Path], typer.Option(help="Held-out tweets for masked-LM perplexity.")] = None,
+    words: Annotated[str, typer.Option(help="Comma-separated words whose embedding neighbours are listed.")] = ",".join(
+        __import__("nerdistil.lm.evaluate", fromlist=["DEFAULT_WORDS"]).DEFAULT_WORDS
+    ),
+    k: Annotated[int, typer.Option(help="Neighbours per word.")] = 10,
+    seed: Annotated[int, typer.Option(help="Masking seed: every model is scored on the same masks.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    markdown_out: Annotated[
+        Optional[Path], typer.Option("--markdown", help="Write the tables as markdown here.")
+    ] = None,
+) -> None:
+    """Perplexity on held-out tweets, nearest vocabulary neighbours per word, and neighbour overlap."""
+    from nerdistil.lm.evaluate import markdown, run_lm_eval
+    from nerdistil.runio import write_json
+
+    report = run_lm_eval(model, str(corpus) if corpus else None, [w for w in words.split(",") if w], k, seed)
+    print_lm_eval(report)
+    if json_out:
+        write_json(json_out, report)
+    if markdown_out:
+        markdown_out.write_text(markdown(report))
 
 
 def _s(p: Optional[Path]) -> Optional[str]:

@@ -16,7 +16,7 @@ import yaml
 from nerdistil.errors import UserError
 
 T = TypeVar("T")
-SECTIONS = {"run", "teach", "finetune", "distil"}
+SECTIONS = {"run", "teach", "finetune", "distil", "lm_finetune", "lm_distil", "lm_eval"}
 
 
 @dataclass
@@ -128,3 +128,37 @@ class StudentConfig:
     unlabeled: bool = True  # distil also on the soft labels' teacher-only "unlabeled" split, if any
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class LMConfig:
+    """``nerdistil lm-distil`` / ``lm-finetune``: masked-LM distillation or adaptation (DistilBERT's recipe)."""
+
+    corpus: str = "data/tweets.txt"  # raw tweets, one a line (or a CoNLL file, sentences joined)
+    out: str = "runs/lm"
+    teacher: str | None = None  # lm-distil: the masked-LM teacher (hub name, folder, or minilm)
+    model: str | None = None  # lm-finetune: the masked LM to adapt
+    student: str | None = None  # lm-distil: a given student MLM with the teacher's vocabulary...
+    student_layers: str | None = None  # ...or these teacher layers, e.g. "0,2,5" (embeddings and LM head copied)
+    prune_heads: int = 0  # prune this many least important heads per layer (see nerdistil.layers.head_importance)
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_mse: float = 0.0
+    alpha_cos: float = 1.0
+    temperature: float = 2.0
+    mlm_probability: float = 0.15
+    max_length: int = 128
+    epochs: int = 3
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    warmup: float = 0.05
+    max_grad_norm: float = 5.0
+    patience: int = 0  # 0: train every epoch (steps must match between compared runs)
+    eval_corpus: str | None = None  # held-out tweets: perplexity after every epoch and at the end
+    eval_seed: int = 0  # masking seed of held-out perplexity: same masks for every model
+    seed: int = 13
+    mixed_precision: str = "no"
+    overwrite: bool = False

@@ -35,15 +35,16 @@ class RunConfig:
 
 
 def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
-    """Run every stage of the config; returns the summary (also written to OUT/summary.json)."""
-    from nerdistil.student import run_student
-    from nerdistil.teacher.teach import run_teach
+    """Run every stage of the config; returns the summary (also written to OUT/summary.json).
 
+    NER stages (teach, finetune, distil) run when any of their sections is present; the
+    language-model stages (lm_finetune, lm_distil, lm_eval) when theirs are.
+    """
     run = cfgmod.load(RunConfig, path, "run")
     raw = yaml.safe_load(Path(path).read_text()) or {}
-    unknown = set(raw) - {"run", "teach", "finetune", "distil"}
+    unknown = set(raw) - cfgmod.SECTIONS
     if unknown:
-        raise UserError(f"unknown section(s) {sorted(unknown)}; use run, teach, finetune, distil", path)
+        raise UserError(f"unknown section(s) {sorted(unknown)}; use {sorted(cfgmod.SECTIONS)}", path)
     overwrite = overwrite or run.overwrite
     out = Path(run.out)
     corpus = Path(run.corpus)
@@ -61,6 +62,24 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
         log.info("%s: writing %s", name, cfg.out)
         return fn(replace(cfg, overwrite=True))
 
+    rows: list[dict] = []
+    extra: dict = {}
+    if {"teach", "finetune", "distil"} & set(raw) or not {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
+        rows += _ner_stages(path, out, corpus, stage)
+    if {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
+        lm_rows, extra["lm_eval"] = _lm_stages(path, raw, out, corpus, stage)
+        rows += lm_rows
+    summary = {"rows": rows, **extra, "seconds": round(time.perf_counter() - t0, 1), "config": str(path),
+               "environment": versions()}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _ner_stages(path, out: Path, corpus: Path, stage) -> list[dict]:
+    from nerdistil.student import run_student
+    from nerdistil.teacher.teach import run_teach
+
     teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", {"corpus": str(corpus), "out": str(out / "teacher")})
     teacher = stage("teach", run_teach, teach_cfg)
     students = {}
@@ -69,14 +88,49 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
             cfgmod.StudentConfig, path, name, {"soft_labels": str(out / "teacher"), "out": str(out / name)}
         )
         students[name] = stage(name, lambda c, d=distil: run_student(c, d), cfg)
-
     rows = [_row("teacher (Flair BiLSTM-CRF)", teacher, teacher.get("params"), teacher.get("train_seconds"))]
-    rows += [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
-    summary = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1), "config": str(path),
-               "environment": versions()}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", summary)
-    return summary
+    return rows + [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
+
+
+def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage) -> tuple[list[dict], dict | None]:
+    """lm_finetune adapts the teacher MLM to tweets, lm_distil distils it, lm_eval compares them."""
+    from nerdistil.lm.evaluate import markdown, run_lm_eval
+    from nerdistil.lm.train import run_lm
+
+    defaults = {"corpus": str(corpus / "train.txt"), "eval_corpus": str(corpus / "test.txt")}
+    rows, models = [], []
+    teacher_dir = out / "teacher_mlm"
+    if "lm_finetune" in raw:
+        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_finetune", {**defaults, "out": str(teacher_dir)})
+        r = stage("lm_finetune", lambda c: run_lm(c, False), cfg)
+        rows.append(_lm_row("teacher MLM (lm-finetune)", r))
+        models.append(str(teacher_dir))
+    if "lm_distil" in raw:
+        over = {**defaults, "out": str(out / "student_mlm")}
+        if "lm_finetune" in raw:
+            over["teacher"] = str(teacher_dir)
+        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_distil", over)
+        r = stage("lm_distil", lambda c: run_lm(c, True), cfg)
+        rows.append(_lm_row("student MLM (lm-distil)", r))
+        models.append(str(out / "student_mlm"))
+    report = None
+    if "lm_eval" in raw:
+        section = raw.get("lm_eval") or {}
+        models += list(section.get("models", ["minilm"]))
+        words = section.get("words")
+        words = words.split(",") if isinstance(words, str) else words
+        report = run_lm_eval(
+            models, section.get("corpus", defaults["eval_corpus"]), **({"words": words} if words else {})
+        )
+        write_json(out / "lm_eval.json", report)
+        (out / "lm_eval.md").write_text(markdown(report))
+    return rows, report
+
+
+def _lm_row(name: str, report: dict) -> dict:
+    held = report.get("held_out") or {}
+    return {"model": name, "params": report["params"], "perplexity": held.get("perplexity"),
+            "train_seconds": report["train_seconds"]}  # fmt: skip
 
 
 def _row(name: str, report: dict, params: int | None, seconds: float | None) -> dict:
