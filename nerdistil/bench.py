@@ -61,7 +61,7 @@ def _load(spec: Spec, threads: int):
     if spec.kind == "flair":
         from nerdistil.teacher.flair_teacher import load_teacher
 
-        tagger = load_teacher(spec.path)
+        tagger = load_teacher(spec.path, trust=True)  # the parent process checked it before spawning us
         tagger.eval()
         params = sum(p.numel() for p in tagger.parameters())
         return (lambda batch: flair_tags(tagger, batch)), params, os.path.getsize(spec.path)

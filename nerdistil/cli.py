@@ -69,6 +69,10 @@ def teach(
         bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
+    trust_teacher: Annotated[
+        bool,
+        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Train (or load) a Flair BiLSTM-CRF teacher and write its CRF-posterior soft labels."""
@@ -79,7 +83,7 @@ def teach(
         cfgmod.TeachConfig, config, "teach",
         {"corpus": _s(corpus), "out": _s(out), "teacher": _s(teacher), "embeddings": embeddings, "epochs": epochs,
          "temperature": temperature, "unlabeled": _s(unlabeled), "seed": seed, "data.repair_tags": repair_tags or None,
-         "overwrite": overwrite or None},
+         "overwrite": overwrite or None, "trust_teacher": trust_teacher or None},
     )  # fmt: skip
     report = run_teach(cfg)
     table = Table(title=f"teacher: {cfg.out}")
@@ -193,12 +197,16 @@ def evaluate(
     repair_tags: Annotated[
         bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
     ] = False,
+    trust_teacher: Annotated[
+        bool,
+        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
+    ] = False,
 ) -> None:
     """Entity-level precision, recall and F1 (seqeval; default and strict IOB2 modes), per type and averaged."""
     from nerdistil.evaluate import run_evaluate
     from nerdistil.runio import write_json
 
-    report = run_evaluate(model, corpus, teacher, repair=repair_tags)
+    report = run_evaluate(model, corpus, teacher, trust_teacher, repair=repair_tags)
     table = Table(title=f"{model} on {corpus} ({report['n_sentences']} sentences, {report['n_words']} words)")
     for col in ("type", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right")
@@ -266,6 +274,10 @@ def bench_latency(
     plot_out: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG of latency against batch size.")
     ] = None,
+    trust_teacher: Annotated[
+        bool,
+        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
+    ] = False,
 ) -> None:
     """Latency of teacher and students on the same sentences, end to end (words in, tags out), one process each."""
     import tempfile
@@ -275,6 +287,9 @@ def bench_latency(
     from nerdistil import bench
     from nerdistil.data.conll import read_conll
     from nerdistil.runio import write_json
+    from nerdistil.trust import check
+
+    check(teacher, trust_teacher)
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]

@@ -36,6 +36,7 @@ class TeachConfig:
     corpus: str = "data/wnut16"
     out: str = "runs/teacher"
     teacher: str | None = None
+    trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
     embeddings: str = "minilm"
     epochs: int = 20
     hidden_size: int = 256

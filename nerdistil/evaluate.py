@@ -12,13 +12,13 @@ from nerdistil.metrics import full_report
 Predictor = Callable[[Sequence[Sequence[str]]], list[list[str]]]
 
 
-def load_predictor(model: str | Path) -> tuple[Predictor, str, int]:
+def load_predictor(model: str | Path, trust_teacher: bool = False) -> tuple[Predictor, str, int]:
     """A words-to-BIO-tags function for a Flair tagger file or a student folder; returns (fn, kind, params)."""
     path = Path(model)
     if path.is_file():
         from nerdistil.teacher import flair_teacher as ft
 
-        tagger = ft.load_teacher(path)
+        tagger = ft.load_teacher(path, trust_teacher)
         types = {split_tag(t)[1] for t in ft.teacher_tags(tagger) if t not in ("<START>", "<STOP>", "<unk>")}
         labels = bio_labels(t for t in types if t)
 
@@ -47,18 +47,19 @@ def load_predictor(model: str | Path) -> tuple[Predictor, str, int]:
     raise UserError("no such model file or folder", path)
 
 
-def run_evaluate(model: str | Path, corpus: str | Path, teacher: str | Path | None = None, **read_kwargs) -> dict:
+def run_evaluate(model: str | Path, corpus: str | Path, teacher: str | Path | None = None,
+                 trust_teacher: bool = False, **read_kwargs) -> dict:  # fmt: skip
     """Score ``model`` on the gold tags of ``corpus``; with ``teacher`` add word-level agreement."""
     sents = read_conll(corpus, **read_kwargs)
     words = [s.tokens for s in sents]
-    fn, kind, params = load_predictor(model)
+    fn, kind, params = load_predictor(model, trust_teacher)
     pred = fn(words)
     if len(pred) != len(sents) or any(len(p) != len(s) for p, s in zip(pred, sents)):
         raise RuntimeError("the model returned a different number of tags than words")  # never drop a word
     report = full_report([s.tags for s in sents], pred)
     report.update({"model": str(model), "kind": kind, "params": params, "corpus": str(corpus)})
     if teacher is not None:
-        tfn, _, _ = load_predictor(teacher)
+        tfn, _, _ = load_predictor(teacher, trust_teacher)
         tpred = tfn(words)
         same = sum(a == b for p, q in zip(pred, tpred) for a, b in zip(p, q))
         report["teacher_agreement"] = {

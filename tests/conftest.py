@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the registry of teacher files nerdistil wrote: one per test session, never the user's own
+os.environ["NERDISTIL_HOME"] = tempfile.mkdtemp(prefix="nerdistil-home-")
 
 DATA = Path(__file__).parent / "data"
 

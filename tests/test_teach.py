@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerdistil import softlabels
+from nerdistil import softlabels, trust
 from nerdistil.data.conll import read_conll
 from nerdistil.teacher import flair_teacher as ft
 from nerdistil.teacher.crf import crf_marginals
@@ -25,7 +25,7 @@ def test_teach_writes_a_complete_run_folder(taught):
     assert report["soft_labels"]["max_row_sum_error"] < 1e-5
     assert set(report["scores"]) == {"dev", "test"}
     assert 0.0 <= report["scores"]["test"]["f1"] <= 1.0
-    assert report["teacher"]["sha256"] == ft.sha256(out / "teacher.pt")
+    assert report["teacher"]["sha256"] == trust.sha256(out / "teacher.pt")
     assert not any(p.name.endswith(".partial") for p in out.parent.iterdir())
 
 
@@ -105,8 +105,29 @@ def test_load_existing_teacher_and_refuse_finished_out(taught, cli, tmp_path):
 def test_not_a_tagger_is_a_clear_error(cli, tmp_path, corpus_dir):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
-    code, _, err = cli("teach", "--corpus", corpus_dir, "--out", tmp_path / "o", "--teacher", junk)
+    code, _, err = cli("teach", "--corpus", corpus_dir, "--out", tmp_path / "o", "--teacher", junk, "--trust-teacher")
     assert code == 2 and "SequenceTagger" in err and len(err.strip().splitlines()) == 1
+
+
+def test_foreign_teacher_files_need_trust(taught, cli, tmp_path, monkeypatch):
+    """A Flair file nerdistil did not write is a pickle from elsewhere: refused unless --trust-teacher."""
+    out, corpus = taught
+    monkeypatch.setenv("NERDISTIL_HOME", str(tmp_path / "empty_registry"))  # nerdistil wrote nothing here
+    code, _, err = cli("teach", "--corpus", corpus, "--out", tmp_path / "a", "--teacher", out / "teacher.pt")
+    assert code == 2 and "--trust-teacher" in err and "runs code" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("evaluate", out / "teacher.pt", "--corpus", corpus / "test.txt")
+    assert code == 2 and "--trust-teacher" in err
+    code, _, err = cli("teach", "--corpus", corpus, "--out", tmp_path / "b", "--teacher", out / "teacher.pt",
+                       "--trust-teacher")  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli("evaluate", out / "teacher.pt", "--corpus", corpus / "test.txt", "--trust-teacher")
+    assert code == 0, err
+
+
+def test_teach_records_the_teachers_it_writes(taught):
+    out, _ = taught
+    digest = trust.sha256(out / "teacher.pt")
+    assert trust.check(out / "teacher.pt") == digest  # no --trust-teacher needed for our own file
 
 
 def test_label_mismatch_lists_both_sets(taught, cli, tmp_path):

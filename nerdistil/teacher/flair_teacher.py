@@ -5,7 +5,6 @@ Loading a Flair model file unpickles it, which can run arbitrary code: load only
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence, bioes_to_bio, split_tag
 from nerdistil.errors import UserError
 from nerdistil.teacher.crf import crf_marginals, project, tag_projection
+from nerdistil.trust import check as trust_check
 
 log = logging.getLogger(__name__)
 TAG_TYPE = "ner"
@@ -158,13 +158,16 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     return tagger, best
 
 
-def load_teacher(path: str | Path):
-    """Load a Flair SequenceTagger model file (this unpickles it: trusted files only)."""
+def load_teacher(path: str | Path, trust: bool = False):
+    """Load a Flair SequenceTagger model file.
+
+    This unpickles it, so only files nerdistil wrote (their SHA-256 is recorded) or that the
+    user trusts (``trust``) are loaded; see ``nerdistil.trust``.
+    """
     from flair.models import SequenceTagger
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError("no such teacher model file; check the path", path)
+    trust_check(path, trust)
     try:
         model = SequenceTagger.load(path)
     except Exception as e:  # noqa: BLE001 - any failure here means "not a Flair tagger file"
@@ -175,15 +178,6 @@ def load_teacher(path: str | Path):
     if not isinstance(model, SequenceTagger):
         raise UserError(f"the file holds a Flair {type(model).__name__}, not a SequenceTagger", path)
     return model
-
-
-def sha256(path: str | Path) -> str:
-    """SHA-256 of a file, recorded for every teacher file nerdistil writes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def teacher_tags(tagger) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets import DatasetDict
 from tqdm.auto import tqdm
 
-from nerdistil import softlabels
+from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
 from nerdistil.data.tweets import tokenize
@@ -64,8 +64,8 @@ def run_teach(cfg: TeachConfig) -> dict:
     t0 = time.perf_counter()
     with staging(cfg.out, cfg.overwrite) as tmp:
         if cfg.teacher:
-            tagger = ft.load_teacher(cfg.teacher)
-            report["teacher"] = {"file": str(Path(cfg.teacher).resolve()), "sha256": ft.sha256(cfg.teacher),
+            tagger = ft.load_teacher(cfg.teacher, cfg.trust_teacher)
+            report["teacher"] = {"file": str(Path(cfg.teacher).resolve()), "sha256": trust.sha256(cfg.teacher),
                                  "trained": False}  # fmt: skip
         else:
             if "dev" not in corpus:
@@ -77,7 +77,7 @@ def run_teach(cfg: TeachConfig) -> dict:
                 if (work / keep).is_file():
                     shutil.move(str(work / keep), tmp / f"teacher_{keep}")
             shutil.rmtree(work, ignore_errors=True)
-            report["teacher"] = {"file": "teacher.pt", "sha256": ft.sha256(tmp / "teacher.pt"), "trained": True,
+            report["teacher"] = {"file": "teacher.pt", "sha256": trust.sha256(tmp / "teacher.pt"), "trained": True,
                                  "embeddings": cfg.embeddings, "epochs": cfg.epochs}  # fmt: skip
         report["teacher"]["tags"] = ft.teacher_tags(tagger)
         report["params"] = sum(p.numel() for p in tagger.parameters())
@@ -115,4 +115,6 @@ def run_teach(cfg: TeachConfig) -> dict:
         report["environment"] = versions()
         write_config(tmp / "config.yaml", cfg)
         write_json(tmp / "report.json", report)
+    if report["teacher"]["trained"]:  # nerdistil wrote this pickle: later loads need no --trust-teacher
+        trust.record(Path(cfg.out) / "teacher.pt", report["teacher"]["sha256"])
     return report
