@@ -141,6 +141,12 @@ def _student_command(distil: bool):
         ] = None,
         seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue an interrupted run (same --out) from its last checkpoint.")
+        ] = False,
+        checkpoint_every: Annotated[
+            Optional[int], typer.Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")
+        ] = None,
         config: ConfigOpt = None,
     ) -> None:
         from nerdistil import config as cfgmod
@@ -153,7 +159,8 @@ def _student_command(distil: bool):
              "student_layers": student_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "alpha_ce": alpha_ce, "alpha_kd": alpha_kd, "temperature": temperature,
              "class_weight_power": class_weight_power, "label_all_subwords": label_all_subwords or None,
-             "group_by_length": group_by_length, "seed": seed, "overwrite": overwrite or None},
+             "group_by_length": group_by_length, "seed": seed, "overwrite": overwrite or None,
+             "resume": resume or None, "checkpoint_every": checkpoint_every},
         )  # fmt: skip
         report = run_student(cfg, distil)
         print_student_summary(cfg.out, report)
@@ -410,6 +417,12 @@ def _lm_command(distil: bool):
         ] = None,
         seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue an interrupted run (same --out) from its last checkpoint.")
+        ] = False,
+        checkpoint_every: Annotated[
+            Optional[int], typer.Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")
+        ] = None,
         config: ConfigOpt = None,
     ) -> None:
         from nerdistil import config as cfgmod
@@ -422,7 +435,8 @@ def _lm_command(distil: bool):
              "student_layers": student_layers, "prune_heads": prune_heads, "alpha_ce": alpha_ce,
              "alpha_mlm": alpha_mlm, "alpha_mse": alpha_mse, "alpha_cos": alpha_cos, "temperature": temperature,
              "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-             "eval_corpus": _s(eval_corpus), "seed": seed, "overwrite": overwrite or None},
+             "eval_corpus": _s(eval_corpus), "seed": seed, "overwrite": overwrite or None,
+             "resume": resume or None, "checkpoint_every": checkpoint_every},
         )  # fmt: skip
         report = run_lm(cfg, distil)
         held = report["held_out"]

@@ -127,6 +127,8 @@ class StudentConfig:
     max_length: int | None = None  # None: the tokenizer's limit (max 512); longer sentences are windowed
     group_by_length: bool = True  # batches of similar-length windows: less padding, faster epochs
     unlabeled: bool = True  # distil also on the soft labels' teacher-only "unlabeled" split, if any
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (always at epoch ends)
+    resume: bool = False  # continue an interrupted run from its last checkpoint
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -162,4 +164,6 @@ class LMConfig:
     eval_seed: int = 0  # masking seed of held-out perplexity: same masks for every model
     seed: int = 13
     mixed_precision: str = "no"
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (always at epoch ends)
+    resume: bool = False  # continue an interrupted run from its last checkpoint
     overwrite: bool = False

@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class TrainConfig:
     patience: int = 3  # epochs without dev improvement before stopping (0: never stop early)
     seed: int = 13
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (Accelerate)
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: at epoch ends only)
     metric: str = "f1"  # logged as eval/<metric>
     maximize: bool = True  # False for metrics where lower is better (perplexity)
 
@@ -54,6 +59,40 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Index batches whose order depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    With ``group_by_length`` the shuffled indices are sorted by length within chunks of 50
+    batches and the batches shuffled again: little padding, still random.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = True, seed: int = 13,
+                 group_by_length: bool = False) -> None:  # fmt: skip
+        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
+        self.seed, self.group_by_length, self.epoch = seed, group_by_length, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order ``__iter__`` yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        n = len(self.lengths)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if self.group_by_length:
+            chunk = self.batch_size * 50
+            order = [
+                i for s in range(0, n, chunk) for i in sorted(order[s : s + chunk], key=lambda j: -self.lengths[j])
+            ]
+        batches = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
+        if self.shuffle and self.group_by_length:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        yield from batches
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -74,12 +113,23 @@ def train(
     evaluate: Callable[[torch.nn.Module], float] | None = None,
     log_dir: Path | None = None,
     accelerator=None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> tuple[torch.nn.Module, TrainResult]:
-    """Train ``model`` and return it with the best dev epoch's weights loaded (or the last epoch's)."""
+    """Train ``model`` and return it with the best dev epoch's weights loaded (or the last epoch's).
+
+    With ``checkpoint_dir`` the loop saves a checkpoint at every epoch end (and every
+    ``cfg.checkpoint_every`` steps); with ``resume`` it continues from the one there. The
+    loader's batch sampler should be an ``EpochBatchSampler`` so a resumed epoch replays the
+    same batch order and skips the batches already done.
+    """
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
+    from nerdistil import checkpoint
+
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    sampler = train_loader.batch_sampler
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
@@ -96,16 +146,43 @@ def train(
     result = TrainResult()
     best_state = None
     bad_epochs = 0
+    step, start_epoch, done = 0, 1, 0  # done: batches of start_epoch already trained
+    sums: dict[str, float] = {}
+    n = 0
+    elapsed = 0.0
+    if resume:
+        if checkpoint_dir is None or not checkpoint.exists(checkpoint_dir):
+            raise UserError("nothing to resume: no checkpoint in the partial output folder; run without --resume")
+        loop, best_state = checkpoint.load(checkpoint_dir, acc.unwrap_model(model), optimizer, scheduler)
+        step, start_epoch, done, sums, n = loop["step"], loop["epoch"], loop["done"], loop["sums"], loop["n"]
+        bad_epochs, elapsed = loop["bad_epochs"], loop["seconds"]
+        result.best_score, result.best_epoch, result.history = loop["best_score"], loop["best_epoch"], loop["history"]
+        log.info("resuming at epoch %d, batch %d (step %d)", start_epoch, done, step)
+
+    def save(epoch: int, batches_done: int) -> None:
+        if checkpoint_dir is None or not acc.is_main_process:
+            return
+        loop = {"epoch": epoch, "done": batches_done, "step": step, "sums": sums, "n": n, "bad_epochs": bad_epochs,
+                "seconds": elapsed + time.perf_counter() - t0, "best_score": result.best_score,
+                "best_epoch": result.best_epoch, "history": result.history}  # fmt: skip
+        checkpoint.save(checkpoint_dir, acc.unwrap_model(model), optimizer, scheduler, loop, best_state)
+        if os.environ.get("NERDISTIL_FAULT_KILL_AT_STEP") == str(step):  # fault injection for the resume test
+            os.kill(os.getpid(), signal.SIGKILL)
+
     t0 = time.perf_counter()
-    step = 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
-        sums: dict[str, float] = {}
-        n = 0
+        if not (resume and epoch == start_epoch and done > 0):  # a fresh epoch (a resumed one keeps its sums)
+            sums, n, done = {}, 0, 0
+        # Accelerate's loader re-sets its batch sampler's epoch to its own iteration count when
+        # iterated: give it the real epoch, so a resumed process replays the same order
+        for obj in (sampler, train_loader):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        loader = acc.skip_first_batches(train_loader, done) if done else train_loader
+        batches_done = done
         # disable=None: a bar on a terminal, none in log files or on non-main processes
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=None if acc.is_local_main_process else True
-        )
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=None if acc.is_local_main_process else True)
         for batch in bar:
             with acc.accumulate(model):
                 loss, parts = loss_fn(model, batch)
@@ -115,10 +192,11 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            if acc.sync_gradients:
-                step += 1
+            batches_done += 1
             value = float(loss.detach())
             n += 1
+            if acc.sync_gradients:
+                step += 1
             for k, v in {"loss": value, **{f"loss_{k}": v for k, v in parts.items()}}.items():
                 sums[k] = sums.get(k, 0.0) + v
                 if writer:
@@ -127,6 +205,8 @@ def train(
                 writer.add_scalar("losses/cum_avg_loss_epoch", sums["loss"] / n, step)
                 writer.add_scalar("learning_rate/lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+            if acc.sync_gradients and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save(epoch, batches_done)
         record = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}}
         if evaluate is not None:
             model.eval()
@@ -143,10 +223,12 @@ def train(
         result.history.append(record)
         if acc.is_main_process:
             log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
-        if evaluate is not None and cfg.patience and bad_epochs >= cfg.patience:
+        stop = evaluate is not None and cfg.patience and bad_epochs >= cfg.patience
+        save(epoch + 1, 0)
+        if stop:
             log.info("early stop: no dev improvement for %d epochs", bad_epochs)
             break
-    result.seconds = time.perf_counter() - t0
+    result.seconds = elapsed + time.perf_counter() - t0
     result.steps = step
     if writer:
         writer.close()

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,22 +95,15 @@ def make_examples(
 
 def loader(examples: list[Example], collator: Collator, batch_size: int, shuffle: bool, seed: int = 13,
            group_by_length: bool = False) -> torch.utils.data.DataLoader:  # fmt: skip
-    """Batches padded to their longest window; optionally grouped by length to cut padding further."""
+    """Batches padded to their longest window, in an order fixed by (seed, epoch) so runs can resume."""
+    from nerdistil.distiller import EpochBatchSampler
+
     items = [(e.window, e.probs) for e in examples]
-    if group_by_length:
-        rng = random.Random(seed)
-        order = list(range(len(items)))
-        rng.shuffle(order)
-        chunk = batch_size * 50
-        order = [i for s in range(0, len(order), chunk)
-                 for i in sorted(order[s:s + chunk], key=lambda j: -len(items[j][0].input_ids))]  # fmt: skip
-        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        items = [items[i] for b in batches for i in b]
-        shuffle = False
+    sampler = EpochBatchSampler([len(w.input_ids) for w, _ in items], batch_size, shuffle, seed, group_by_length)
+    # own generator: creating an epoch's iterator must not draw from the global RNG (dropout's), or a
+    # resumed run would drift from an uninterrupted one
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=shuffle, collate_fn=collator,
-                                       generator=g)  # fmt: skip
+    return torch.utils.data.DataLoader(items, batch_sampler=sampler, collate_fn=collator, generator=g)
 
 
 @torch.no_grad()

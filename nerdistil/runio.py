@@ -24,11 +24,12 @@ PACKAGES = ("nerdistil", "torch", "flair", "transformers", "datasets", "seqeval"
 
 
 @contextlib.contextmanager
-def staging(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def staging(out: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder that becomes ``out`` only when the block succeeds.
 
-    An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished.
-    An existing non-empty ``out`` is refused unless ``overwrite``.
+    An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished;
+    ``resume`` reuses it (its checkpoint) instead of starting afresh. An existing non-empty
+    ``out`` is refused unless ``overwrite``.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -36,9 +37,11 @@ def staging(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
             what = "a finished run" if (out / "report.json").is_file() else "files"
             raise UserError(f"the output folder already holds {what}; choose another --out or pass --overwrite", out)
     tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
+    if resume and not tmp.is_dir():
+        raise UserError(f"nothing to resume: no interrupted run ({tmp.name}) next to it; run without --resume", out)
+    if tmp.exists() and not resume:
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     yield tmp
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,11 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
 
     dev_f1 = (lambda m: score(m, "dev")["f1"]) if "dev" in data.evals else None
     tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
-                                 cfg.patience, cfg.seed, cfg.mixed_precision)  # fmt: skip
-    with staging(cfg.out, cfg.overwrite) as tmp:
-        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard")
+                                 cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every)  # fmt: skip
+    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
+        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard",
+                                        checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
+        shutil.rmtree(tmp / "checkpoint", ignore_errors=True)
         model = model.cpu()
         report = {
             "mode": "distil" if distil else "finetune",

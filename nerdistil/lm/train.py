@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -181,9 +182,10 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
     train = read_tweets(cfg.corpus)
     held_out = read_tweets(cfg.eval_corpus) if cfg.eval_corpus else None
     items = encode(tokenizer, train, cfg.max_length)
-    g = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                                         collate_fn=collator(tokenizer, cfg.mlm_probability))  # fmt: skip
+    sampler = distiller.EpochBatchSampler([len(it["input_ids"]) for it in items], cfg.batch_size, True, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        items, batch_sampler=sampler, collate_fn=collator(tokenizer, cfg.mlm_probability)
+    )
 
     def loss_fn(m, batch):
         if teacher is not None and next(teacher.parameters()).device != batch["input_ids"].device:
@@ -196,13 +198,15 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
         else None
     )
     tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup, cfg.max_grad_norm,
-                                 cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, "perplexity",
-                                 maximize=False)  # fmt: skip
-    with staging(cfg.out, cfg.overwrite) as tmp:
+                                 cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every,
+                                 "perplexity", maximize=False)  # fmt: skip
+    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
         before = (
             perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length)[0] if held_out else None
         )
-        student, result = distiller.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard")
+        student, result = distiller.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard",
+                                          checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
+        shutil.rmtree(tmp / "checkpoint", ignore_errors=True)
         student = student.cpu()
         after = perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length) if held_out else None
         report = {
