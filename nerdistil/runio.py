@@ -42,7 +42,12 @@ def staging(out: str | Path, overwrite: bool = False, resume: bool = False) -> I
     if tmp.exists() and not resume:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    yield tmp
+    try:
+        yield tmp
+    except UserError:  # bad input found mid-run: nothing worth resuming, leave no debris
+        if not (tmp / "checkpoint").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     os.replace(tmp, out)

@@ -18,6 +18,7 @@ from nerdistil.errors import UserError
 from nerdistil.metrics import entity_report, full_report
 from nerdistil.runio import staging, versions, write_config, write_json
 from nerdistil.teacher import flair_teacher as ft
+from nerdistil.teacher.crf import tag_projection
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -65,6 +66,7 @@ def run_teach(cfg: TeachConfig) -> dict:
     with staging(cfg.out, cfg.overwrite) as tmp:
         if cfg.teacher:
             tagger = ft.load_teacher(cfg.teacher, cfg.trust_teacher)
+            tag_projection(ft.teacher_tags(tagger), labels)  # a label set mismatch fails now, before any work
             report["teacher"] = {"file": str(Path(cfg.teacher).resolve()), "sha256": trust.sha256(cfg.teacher),
                                  "trained": False}  # fmt: skip
         else:
