@@ -163,7 +163,8 @@ def _student_command(distil: bool):
              "resume": resume or None, "checkpoint_every": checkpoint_every},
         )  # fmt: skip
         report = run_student(cfg, distil)
-        print_student_summary(cfg.out, report)
+        if report:  # empty on the non-main processes of a multi-process run
+            print_student_summary(cfg.out, report)
 
     command.__doc__ = (
         "Distil the teacher's soft labels into a transformer student (CE_w on gold + T^2 KL to the teacher)."
@@ -439,6 +440,8 @@ def _lm_command(distil: bool):
              "resume": resume or None, "checkpoint_every": checkpoint_every},
         )  # fmt: skip
         report = run_lm(cfg, distil)
+        if not report:  # a non-main process of a multi-process run
+            return
         held = report["held_out"]
         console.print(
             f"{report['mode']}: {cfg.out}: layers {report['layers']}, {report['params'] / 1e6:.1f}M parameters, "

@@ -95,6 +95,19 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         yield from batches
 
 
+def make_accelerator(cfg: TrainConfig):
+    """The run's Accelerator: device placement, mixed precision, data parallelism.
+
+    Launched by ``accelerate launch --multi_gpu`` or ``torchrun`` it trains data-parallel; on a
+    machine without CUDA, several torchrun processes use the gloo backend on the CPU.
+    """
+    from accelerate import Accelerator
+
+    cpu_parallel = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=cpu_parallel, mixed_precision=cfg.mixed_precision,
+                       gradient_accumulation_steps=cfg.grad_accum)  # fmt: skip
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and normalisation weights (BERT's recipe)."""
     decay, no_decay = [], []
@@ -123,12 +136,11 @@ def train(
     loader's batch sampler should be an ``EpochBatchSampler`` so a resumed epoch replays the
     same batch order and skips the batches already done.
     """
-    from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
     from nerdistil import checkpoint
 
-    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    acc = accelerator or make_accelerator(cfg)
     sampler = train_loader.batch_sampler
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)

@@ -24,14 +24,18 @@ PACKAGES = ("nerdistil", "torch", "flair", "transformers", "datasets", "seqeval"
 
 
 @contextlib.contextmanager
-def staging(out: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
+def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder that becomes ``out`` only when the block succeeds.
 
     An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished;
     ``resume`` reuses it (its checkpoint) instead of starting afresh. An existing non-empty
-    ``out`` is refused unless ``overwrite``.
+    ``out`` is refused unless ``overwrite``. In a multi-process run only the main process
+    (``main``) creates, checks and renames anything; the others just get the path.
     """
     out = Path(out)
+    if not main:
+        yield out.parent / f".{out.name}.partial"
+        return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             what = "a finished run" if (out / "report.json").is_file() else "files"

@@ -112,9 +112,13 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     dev_f1 = (lambda m: score(m, "dev")["f1"]) if "dev" in data.evals else None
     tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
                                  cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every)  # fmt: skip
-    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
-        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard",
+    acc = distiller.make_accelerator(tcfg)
+    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process) as tmp:
+        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard", acc,
                                         checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
+        acc.wait_for_everyone()  # every process is done with the checkpoint before it goes
+        if not acc.is_main_process:  # only the main process scores, writes and renames
+            return {}
         shutil.rmtree(tmp / "checkpoint", ignore_errors=True)
         model = model.cpu()
         report = {
@@ -134,6 +138,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "history": result.history,
             "scores": {part: score(model, part) for part in data.evals},
             "seed": cfg.seed,
+            "processes": acc.num_processes,
             "environment": versions(),
         }
         model.save_pretrained(tmp, safe_serialization=True)

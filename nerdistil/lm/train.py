@@ -200,12 +200,16 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
     tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup, cfg.max_grad_norm,
                                  cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every,
                                  "perplexity", maximize=False)  # fmt: skip
-    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
+    acc = distiller.make_accelerator(tcfg)
+    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process) as tmp:
         before = (
             perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length)[0] if held_out else None
         )
-        student, result = distiller.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard",
+        student, result = distiller.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard", acc,
                                           checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return {}
         shutil.rmtree(tmp / "checkpoint", ignore_errors=True)
         student = student.cpu()
         after = perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length) if held_out else None
@@ -231,6 +235,7 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
                 "mask_seed": cfg.eval_seed,
             },  # fmt: skip
             "seed": cfg.seed,
+            "processes": acc.num_processes,
             "environment": versions(),
         }
         student.save_pretrained(tmp, safe_serialization=True)
