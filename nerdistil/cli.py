@@ -28,6 +28,19 @@ ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", help="YAML config; flags given on the command line override it.")
 ]
 
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run (same --out) from its last checkpoint.")
+]
+CheckpointEveryOpt = Annotated[
+    Optional[int], typer.Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code).")
+]
+RepairOpt = Annotated[bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")]
+
 
 @data_app.command("wnut16")
 def data_wnut16(
@@ -64,15 +77,10 @@ def teach(
     unlabeled: Annotated[
         Optional[Path], typer.Option(help="Raw tweets, one a line, to label as extra teacher-only data.")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    repair_tags: Annotated[
-        bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
-    trust_teacher: Annotated[
-        bool,
-        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
-    ] = False,
+    seed: SeedOpt = None,
+    repair_tags: RepairOpt = False,
+    overwrite: OverwriteOpt = False,
+    trust_teacher: TrustOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Train (or load) a Flair BiLSTM-CRF teacher and write its CRF-posterior soft labels."""
@@ -139,14 +147,10 @@ def _student_command(distil: bool):
             Optional[bool],
             typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length together."),
         ] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Continue an interrupted run (same --out) from its last checkpoint.")
-        ] = False,
-        checkpoint_every: Annotated[
-            Optional[int], typer.Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")
-        ] = None,
+        seed: SeedOpt = None,
+        overwrite: OverwriteOpt = False,
+        resume: ResumeOpt = False,
+        checkpoint_every: CheckpointEveryOpt = None,
         config: ConfigOpt = None,
     ) -> None:
         from nerdistil import config as cfgmod
@@ -202,13 +206,8 @@ def evaluate(
     teacher: Annotated[
         Optional[Path], typer.Option(help="Flair teacher file: also report word-level teacher-student agreement.")
     ] = None,
-    repair_tags: Annotated[
-        bool, typer.Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")
-    ] = False,
-    trust_teacher: Annotated[
-        bool,
-        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
-    ] = False,
+    repair_tags: RepairOpt = False,
+    trust_teacher: TrustOpt = False,
 ) -> None:
     """Entity-level precision, recall and F1 (seqeval; default and strict IOB2 modes), per type and averaged."""
     from nerdistil.evaluate import run_evaluate
@@ -282,10 +281,7 @@ def bench_latency(
     plot_out: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG of latency against batch size.")
     ] = None,
-    trust_teacher: Annotated[
-        bool,
-        typer.Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it runs code)."),
-    ] = False,
+    trust_teacher: TrustOpt = False,
 ) -> None:
     """Latency of teacher and students on the same sentences, end to end (words in, tags out), one process each."""
     import tempfile
@@ -416,14 +412,10 @@ def _lm_command(distil: bool):
         eval_corpus: Annotated[
             Optional[Path], typer.Option(help="Held-out tweets: perplexity on fixed masks after each epoch.")
         ] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished --out.")] = False,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Continue an interrupted run (same --out) from its last checkpoint.")
-        ] = False,
-        checkpoint_every: Annotated[
-            Optional[int], typer.Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")
-        ] = None,
+        seed: SeedOpt = None,
+        overwrite: OverwriteOpt = False,
+        resume: ResumeOpt = False,
+        checkpoint_every: CheckpointEveryOpt = None,
         config: ConfigOpt = None,
     ) -> None:
         from nerdistil import config as cfgmod

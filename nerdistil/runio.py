@@ -87,3 +87,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_config(path: str | Path, cfg: Any) -> None:
     """Save a resolved config dataclass as YAML, so ``--config`` reproduces the run."""
     Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def write_model_run(folder: Path, model, tokenizer, cfg: Any, report: dict) -> None:
+    """A Hugging Face model folder (safetensors + tokenizer) with nerdistil's config and report beside it."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    write_config(folder / "nerdistil_config.yaml", cfg)
+    write_json(folder / "report.json", report)

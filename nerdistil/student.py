@@ -18,7 +18,7 @@ from nerdistil.errors import UserError
 from nerdistil.losses import class_weights, ner_loss
 from nerdistil.metrics import full_report
 from nerdistil.ner import build_student, count_parameters, loader, make_examples, predict
-from nerdistil.runio import staging, versions, write_config, write_json
+from nerdistil.runio import staging, versions, write_model_run
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,5 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "processes": acc.num_processes,
             "environment": versions(),
         }
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_config(tmp / "nerdistil_config.yaml", cfg)
-        write_json(tmp / "report.json", report)
+        write_model_run(tmp, model, tokenizer, cfg, report)
     return report

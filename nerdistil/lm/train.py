@@ -21,7 +21,7 @@ from nerdistil.errors import UserError
 from nerdistil.layers import num_layers, prune_least_important_heads, select_layers
 from nerdistil.lm.preprocess import read_tweets
 from nerdistil.losses import cosine_hidden, kd_kl, mse_logits, weighted_ce
-from nerdistil.runio import staging, versions, write_config, write_json
+from nerdistil.runio import staging, versions, write_model_run
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,5 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
             "processes": acc.num_processes,
             "environment": versions(),
         }
-        student.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_config(tmp / "nerdistil_config.yaml", cfg)
-        write_json(tmp / "report.json", report)
+        write_model_run(tmp, student, tokenizer, cfg, report)
     return report
