@@ -67,7 +67,7 @@ def main() -> None:
     grid = []
     if args.grid:
         base = cfgmod.load(cfgmod.StudentConfig, args.config, "distil")
-        for a_ce, a_kd in [(base.alpha_ce, base.alpha_kd), (1.0, 1.0), (1.0, 4.0), (0.0, 1.0)]:
+        for a_ce, a_kd in [(base.alpha_ce, base.alpha_kd), (1.0, 1.0), (1.0, 0.5)]:
             same = (a_ce, a_kd) == (base.alpha_ce, base.alpha_kd)  # the configured setting is the seed run itself
             r = (
                 rows["distil"][0]
