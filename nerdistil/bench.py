@@ -58,6 +58,8 @@ def flair_tags(tagger, batch: list[list[str]]) -> list[list[str]]:
 
 def _load(spec: Spec, threads: int):
     """Returns (words -> tags function, parameter count, bytes on disk)."""
+    import torch
+
     if spec.kind == "flair":
         from nerdistil.teacher.flair_teacher import load_teacher
 
@@ -84,6 +86,8 @@ def _load(spec: Spec, threads: int):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # torch only glues tensors here; its idle threads would fight ORT's for the same cores
+        torch.set_num_threads(1)
         file_name = "model_quantized.onnx" if spec.backend == "onnx-int8" else "model.onnx"
         model = ORTModelForTokenClassification.from_pretrained(spec.onnx_dir, file_name=file_name, session_options=opts)
         disk = (Path(spec.onnx_dir) / file_name).stat().st_size
