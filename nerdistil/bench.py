@@ -81,7 +81,7 @@ def _load(spec: Spec, threads: int):
         disk = sum(f.stat().st_size for f in Path(spec.path).glob("*.safetensors"))
     else:
         import onnxruntime as ort
-        from optimum.onnxruntime import ORTModelForTokenClassification
+        from transformers import AutoConfig
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -89,7 +89,7 @@ def _load(spec: Spec, threads: int):
         # torch only glues tensors here; its idle threads would fight ORT's for the same cores
         torch.set_num_threads(1)
         file_name = "model_quantized.onnx" if spec.backend == "onnx-int8" else "model.onnx"
-        model = ORTModelForTokenClassification.from_pretrained(spec.onnx_dir, file_name=file_name, session_options=opts)
+        model = OrtTokenClassifier(str(Path(spec.onnx_dir) / file_name), AutoConfig.from_pretrained(spec.path), opts)
         disk = (Path(spec.onnx_dir) / file_name).stat().st_size
         params = None
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -183,6 +183,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
 
 
+def int8_kernels() -> str:
+    """The dynamic-quantization preset for this CPU: AVX-512 VNNI where present (about 1.5x faster), else AVX2."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+
+
+class OrtTokenClassifier:
+    """A token classifier over a bare ONNX Runtime session: the least Python between words and logits."""
+
+    def __init__(self, path: str, config, session_options) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(path, session_options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.config = config
+        self.device = "cpu"
+
+    def __call__(self, input_ids, attention_mask):
+        """Run the session; returns an object with ``.logits`` (a torch tensor), like a transformers model."""
+        import torch
+
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        (logits,) = self.session.run(None, {k: feed[k] for k in self.inputs})
+        return type("Output", (), {"logits": torch.from_numpy(logits)})()
+
+
 def export_onnx(student: str, out_dir: Path) -> Path:
     """Export a student folder to ONNX (fp32) and add a dynamically quantized int8 copy."""
     try:
@@ -195,7 +228,7 @@ def export_onnx(student: str, out_dir: Path) -> Path:
     model = ORTModelForTokenClassification.from_pretrained(student, export=True)
     model.save_pretrained(out_dir)
     quantizer = ORTQuantizer.from_pretrained(out_dir, file_name="model.onnx")
-    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
+    qconfig = getattr(AutoQuantizationConfig, int8_kernels())(is_static=False, per_channel=False)
     quantizer.quantize(save_dir=out_dir, quantization_config=qconfig)
     from transformers import AutoTokenizer
 
@@ -221,6 +254,7 @@ def machine(threads: int) -> dict:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
+        info["int8_kernels"] = int8_kernels()
     except ImportError:
         pass
     return info
