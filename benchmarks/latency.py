@@ -1,4 +1,4 @@
-"""Teacher vs 6-layer and 3-layer distilled students, batch 1/8/32, PyTorch / fixed:300 / ONNX / int8.
+"""Teacher vs 6- and 3-layer distilled students (and the 3-layer fine-tuned one), batch 1/8/32, four backends.
 
     HF_HUB_OFFLINE=1 python benchmarks/latency.py --bench-dir runs/bench
 
@@ -39,21 +39,46 @@ def main() -> None:
     three = bench / "distil3_s13"
     if not (six / "report.json").is_file() or not teacher.is_file():
         sys.exit(f"run benchmarks/distil_vs_finetune.py --out {bench} first")
-    if not (three / "report.json").is_file():
-        cfg = cfgmod.load(cfgmod.StudentConfig, args.config, "distil",
-                          {"soft_labels": str(bench / "teacher"), "out": str(three), "student_layers": 3})  # fmt: skip
-        run_student(dataclasses.replace(cfg, overwrite=True), distil=True)
+    three_ft = bench / "finetune3_s13"  # the same 3-layer student fine-tuned on gold only
+    for folder, section, distil in ((three, "distil", True), (three_ft, "finetune", False)):
+        if not (folder / "report.json").is_file():
+            over = {"soft_labels": str(bench / "teacher"), "out": str(folder), "student_layers": 3}
+            cfg = cfgmod.load(cfgmod.StudentConfig, args.config, section, over)
+            run_student(dataclasses.replace(cfg, overwrite=True), distil=distil)
 
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "nerdistil", "bench-latency", "--teacher", str(teacher), "--student", str(six),
-           "--student", str(three), "--corpus", args.corpus, "--batch-sizes", args.batch_sizes,
-           "--padding", "dynamic,fixed:300", "--onnx", "--json", "benchmarks/results/latency.json",
-           "--plot", "benchmarks/results/latency.png", "--trust-teacher"]  # fmt: skip (our own teacher)
+    cmd = [
+        sys.executable,
+        "-m",
+        "nerdistil",
+        "bench-latency",
+        "--teacher",
+        str(teacher),
+        "--student",
+        str(six),
+        "--student",
+        str(three),
+        "--student",
+        str(three_ft),
+        "--corpus",
+        args.corpus,
+        "--batch-sizes",
+        args.batch_sizes,
+        "--padding",
+        "dynamic,fixed:300",
+        "--onnx",
+        "--json",
+        "benchmarks/results/latency.json",
+        "--plot",
+        "benchmarks/results/latency.png",
+        "--trust-teacher",
+    ]  # fmt: skip (our own teacher)
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     report = json.loads(Path("benchmarks/results/latency.json").read_text())
     rows = report["results"]
     t1 = next(r for r in rows if r["model"].startswith("teacher:") and r["batch_size"] == 1)
-    names = {str(six.name): "6-layer student", str(three.name): "3-layer student"}
+    names = {six.name: "6-layer student, distilled", three.name: "3-layer student, distilled",
+             three_ft.name: "3-layer student, fine-tuned"}  # fmt: skip
     lines = [
         "```",
         "HF_HUB_OFFLINE=1 python benchmarks/latency.py --bench-dir " + args.bench_dir,
