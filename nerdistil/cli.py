@@ -51,7 +51,7 @@ def data_wnut16(
     from nerdistil.data import wnut16
 
     counts = wnut16.write_split(out_dir, seed)
-    console.print(f"wrote {out_dir}: " + ", ".join(f"{k} {v} tweets" for k, v in counts.items()))
+    console.print(f"wrote {out_dir}: " + ", ".join(f"{k} {v} tweets" for k, v in counts.items()), soft_wrap=True)
 
 
 @app.command()

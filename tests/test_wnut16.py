@@ -10,7 +10,7 @@ def test_bundled_data_is_complete():
 
 def test_split_is_deterministic_and_a_partition(tmp_path, cli):
     code, out, _ = cli("data", "wnut16", tmp_path / "d", "--seed", "13")
-    assert code == 0 and "train 1915" in out
+    assert code == 0 and "train 1915 tweets" in " ".join(out.split())
     parts = {n: read_conll(tmp_path / "d" / f"{n}.txt") for n in ("train", "dev", "test")}
     assert [len(v) for v in parts.values()] == [1915, 239, 240]
     key = [tuple(s.tokens) + tuple(s.tags) for v in parts.values() for s in v]
