@@ -50,14 +50,6 @@ class Window:
     soft_pos: list[int] = field(default_factory=list)  # per subword: word index carrying a soft row, or -1
 
 
-def _words_for_model(tokenizer, words: Sequence[str]) -> list[str]:
-    """Replace words that produce no subword by the unknown token (nothing is dropped)."""
-    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
-    seen = {w for w in enc.word_ids() if w is not None}
-    unk = tokenizer.unk_token or "?"
-    return [w if i in seen else unk for i, w in enumerate(words)]
-
-
 def windows(
     tokenizer,
     words: Sequence[str],
@@ -78,11 +70,18 @@ def windows(
     """
     if not words:
         raise ValueError("a sentence needs at least one word")
-    words = _words_for_model(tokenizer, words)
     limit = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    # one tokenizer call serves the common case: every word has a subword and the sentence fits
+    full = tokenizer(list(words), is_split_into_words=True)
+    seen = {w for w in full.word_ids() if w is not None}
+    if len(seen) < len(words):  # a word with no subword: feed the unknown token instead (nothing is dropped)
+        unk = tokenizer.unk_token or "?"
+        words = [w if i in seen else unk for i, w in enumerate(words)]
+        full = tokenizer(list(words), is_split_into_words=True)
+    if len(full["input_ids"]) <= limit:
+        return [_window(sid, 0, len(words), list(full["input_ids"]), full.word_ids(), tags, label_all_subwords)]
     budget = limit - tokenizer.num_special_tokens_to_add(pair=False)
-    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
-    counts = np.bincount([w for w in enc.word_ids() if w is not None], minlength=len(words))
+    counts = np.bincount([w for w in full.word_ids() if w is not None], minlength=len(words))
     # greedy word windows: as many whole words as fit in the subword budget
     spans, start, used = [], 0, 0
     for i, n in enumerate(counts):
@@ -92,24 +91,30 @@ def windows(
             start, used = i, 0
         used += n
     spans.append((start, len(words)))
-
     out = []
     for a, b in spans:
         e = tokenizer(list(words[a:b]), is_split_into_words=True, truncation=True, max_length=limit)
-        wids = [None if w is None else w + a for w in e.word_ids()]
-        labels, soft = [], []
-        prev = None
-        for w in wids:
-            first = w is not None and w != prev
-            carry = w is not None and (first or label_all_subwords)
-            labels.append(tags[w] if carry and tags is not None else IGNORE)
-            soft.append(w if carry else -1)
-            prev = w
-        missing = set(range(a, b)) - {w for w in wids if w is not None}
-        if missing:  # cannot happen unless truncation cut a word; fail loudly rather than drop it
-            raise RuntimeError(f"words {sorted(missing)} of sentence {sid} lost their subwords")
-        out.append(Window(sid, a, list(e["input_ids"]), wids, labels, soft))
+        out.append(_window(sid, a, b - a, list(e["input_ids"]), e.word_ids(), tags, label_all_subwords))
     return out
+
+
+def _window(sid: int, a: int, n_words: int, input_ids: list[int], local_ids: list[int | None],
+            tags: Sequence[int] | None, label_all_subwords: bool) -> Window:  # fmt: skip
+    """A Window for words ``[a, a + n_words)`` from one encoding's word ids (local to the window)."""
+    wids = [None if w is None else w + a for w in local_ids]
+    labels, soft = [], []
+    prev = None
+    for w in wids:
+        first = w is not None and w != prev
+        carry = w is not None and (first or label_all_subwords)
+        labels.append(tags[w] if carry and tags is not None else IGNORE)
+        soft.append(w if carry else -1)
+        prev = w
+    covered = {w for w in wids if w is not None}
+    missing = set(range(a, a + n_words)) - covered
+    if missing:  # cannot happen unless truncation cut a word; fail loudly rather than drop it
+        raise RuntimeError(f"words {sorted(missing)} of sentence {sid} lost their subwords")
+    return Window(sid, a, input_ids, wids, labels, soft)
 
 
 class Collator:
