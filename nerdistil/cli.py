@@ -59,19 +59,25 @@ def teach(
     corpus: Annotated[Optional[Path], typer.Option(help="Folder with train.txt, dev.txt, test.txt (CoNLL).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (written atomically).")] = None,
     teacher: Annotated[
-        Optional[Path],
+        Optional[list[Path]],
         typer.Option(
-            help="Existing Flair SequenceTagger file to use instead of training one. Loading it "
-            "unpickles it, which can run code: only use files you trust."
+            help="Existing Flair SequenceTagger file to use instead of training one; repeat it to "
+            "average several taggers' posteriors (an ensemble). Loading a file unpickles it, which "
+            "can run code: only use files you trust."
         ),
     ] = None,  # fmt: skip
     embeddings: Annotated[
         Optional[str],
         typer.Option(
-            help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen), chars (one-hot words + "
-            "character LSTM), or a Flair embeddings name; comma-separate to stack."
+            help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen last layer), minilm-all (frozen, "
+            "mean of all layers), minilm-ft (fine-tuned with the tagger), chars (corpus word embeddings + "
+            "character LSTM), onehot, or a Flair embeddings name; comma-separate to stack."
         ),
     ] = None,  # fmt: skip
+    ensemble: Annotated[
+        Optional[int],
+        typer.Option(help="Train N taggers (seeds SEED..SEED+N-1) and store the mean of their CRF posteriors."),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T.")] = None,
     unlabeled: Annotated[
@@ -83,13 +89,14 @@ def teach(
     trust_teacher: TrustOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Train (or load) a Flair BiLSTM-CRF teacher and write its CRF-posterior soft labels."""
+    """Train (or load) a Flair BiLSTM-CRF teacher, or an ensemble, and write its CRF-posterior soft labels."""
     from nerdistil import config as cfgmod
     from nerdistil.teacher.teach import run_teach
 
     cfg = cfgmod.load(
         cfgmod.TeachConfig, config, "teach",
-        {"corpus": _s(corpus), "out": _s(out), "teacher": _s(teacher), "embeddings": embeddings, "epochs": epochs,
+        {"corpus": _s(corpus), "out": _s(out), "teacher": [str(t) for t in teacher] if teacher else None,
+         "embeddings": embeddings, "ensemble": ensemble, "epochs": epochs,
          "temperature": temperature, "unlabeled": _s(unlabeled), "seed": seed, "data.repair_tags": repair_tags or None,
          "overwrite": overwrite or None, "trust_teacher": trust_teacher or None},
     )  # fmt: skip
@@ -105,6 +112,10 @@ def teach(
         else:
             table.add_row(name, str(n), "-", "-", "-", "-")
     console.print(table)
+    if len(report["members"]) > 1:
+        console.print("members (entity F1): " + "; ".join(
+            f"{m['file']}: dev {m['scores'].get('dev', float('nan')):.4f}, test {m['scores'].get('test', float('nan')):.4f}"
+            for m in report["members"]) + " -- the table scores their averaged posteriors", soft_wrap=True)  # fmt: skip
     err = report["soft_labels"]["max_row_sum_error"]
     status = "OK" if err < 1e-4 else "FAILED"
     console.print(f"soft-label check {status}: every stored row sums to 1 (max |sum - 1| = {err:.2e}); "

@@ -35,12 +35,16 @@ class TeachConfig:
 
     corpus: str = "data/wnut16"
     out: str = "runs/teacher"
-    teacher: str | None = None
+    teacher: str | list[str] | None = None  # existing Flair tagger file(s); several are an ensemble
     trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
-    embeddings: str = "minilm"
+    embeddings: str = "minilm"  # comma-separated parts, stacked: minilm, minilm-all, minilm-ft, chars, onehot...
+    ensemble: int = 1  # train N taggers (seeds seed..seed+N-1) and average their CRF posteriors
     epochs: int = 20
     hidden_size: int = 256
-    learning_rate: float = 0.1
+    learning_rate: float = 0.1  # SGD, Flair's recipe for taggers on frozen embeddings
+    fine_tune_lr: float = 5e-5  # AdamW, used instead when the embeddings are fine-tuned (minilm-ft)
+    word_dropout: float = 0.05  # Flair's defaults for its NER taggers
+    locked_dropout: float = 0.5
     batch_size: int = 32
     patience: int = 3
     temperature: float = 2.0

@@ -75,12 +75,27 @@ def char_dictionary(sentences: Iterable[Sentence]):
     return chars
 
 
+# the bundled MiniLM as teacher embeddings: name -> (layers, fine-tuned)
+MINILM = {
+    "minilm": ("-1", False),  # frozen last layer
+    "minilm-all": ("all", False),  # frozen, mean of the embedding output and all 6 layers
+    "minilm-ft": ("-1", True),  # last layer, fine-tuned with the tagger (FLERT's recipe: no LSTM, AdamW)
+}
+
+
+def fine_tuned(spec: str) -> bool:
+    """Whether an embeddings spec fine-tunes a transformer (then Flair's fine_tune recipe trains it)."""
+    return any(p.strip() in MINILM and MINILM[p.strip()][1] for p in spec.split(","))
+
+
 def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     """Flair token embeddings from a spec.
 
-    The spec is comma-separated ``minilm``, ``chars``, ``onehot``, a Flair word-embedding name
-    (``glove``, ``twitter``…), a Flair LM (``news-forward``) or any transformer
-    name/path. Names other than the built-in three need the network or Flair's cache.
+    The spec is comma-separated ``minilm``, ``minilm-all``, ``minilm-ft`` (see ``MINILM``),
+    ``chars`` (corpus word embeddings learned from scratch plus a character LSTM), ``onehot``
+    (the corpus word embeddings alone), a Flair word-embedding name (``glove``, ``twitter``…),
+    a Flair LM (``news-forward``) or any transformer name/path. Several parts are stacked.
+    Names other than the built-in ones need the network or Flair's cache.
     """
     from flair.data import Corpus
     from flair.datasets import FlairDatapointDataset
@@ -95,13 +110,15 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
 
     parts = []
     for name in [p.strip() for p in spec.split(",") if p.strip()]:
-        if name == "minilm":
+        if name in MINILM:
+            layers, fine_tune = MINILM[name]
             parts.append(
                 TransformerWordEmbeddings(
                     str(minilm_path()),
-                    layers="-1",
+                    layers=layers,
+                    layer_mean=True,
                     subtoken_pooling="first",
-                    fine_tune=False,
+                    fine_tune=fine_tune,
                     allow_long_sentences=True,
                 )  # fmt: skip
             )
@@ -122,7 +139,11 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
 
 
 def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path):
-    """Train a Flair BiLSTM-CRF on train, select the best epoch on dev; returns (tagger, model file)."""
+    """Train a Flair tagger with a CRF on train, select the best epoch on dev; returns (tagger, model file).
+
+    Frozen embeddings get a BiLSTM-CRF trained with SGD; fine-tuned ones (``minilm-ft``) a
+    linear-CRF head trained with AdamW together with the transformer.
+    """
     import flair
     from flair.data import Corpus
     from flair.datasets import FlairDatapointDataset
@@ -134,21 +155,21 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     corpus = Corpus(train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False)
     tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
     embeddings = build_embeddings(cfg.embeddings, train, f_train)
+    tuned = fine_tuned(cfg.embeddings)
     tagger = SequenceTagger(
         hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
-        use_crf=True, tag_format="BIOES",
+        use_crf=True, tag_format="BIOES", use_rnn=not tuned, reproject_embeddings=not tuned,
+        word_dropout=cfg.word_dropout, locked_dropout=cfg.locked_dropout,
     )  # fmt: skip
     trainer = ModelTrainer(tagger, corpus)
-    trainer.train(
-        str(work_dir),
-        learning_rate=cfg.learning_rate,
-        mini_batch_size=cfg.batch_size,
-        max_epochs=cfg.epochs,
-        patience=cfg.patience,
-        embeddings_storage_mode="cpu",  # frozen embeddings are computed once, then cached in memory
-        save_final_model=False,
-        create_file_logs=True,
-    )
+    common = {"mini_batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "save_final_model": False,
+              "create_file_logs": True}  # fmt: skip
+    if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
+        trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
+                          embeddings_storage_mode="none", **common)  # fmt: skip
+    else:  # SGD with annealing on plateaus; frozen embeddings are computed once, then cached in memory
+        trainer.train(str(work_dir), learning_rate=cfg.learning_rate, patience=cfg.patience,
+                      embeddings_storage_mode="cpu", **common)  # fmt: skip
     best = work_dir / "best-model.pt"
     if not best.is_file():  # no dev improvement was ever recorded; keep the last state
         tagger.save(best)

@@ -1,0 +1,96 @@
+"""Teacher ensembles (averaged CRF posteriors) and stacked / fine-tuned teacher embeddings."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nerdistil import softlabels, trust
+from nerdistil.data.conll import read_conll
+from nerdistil.teacher import flair_teacher as ft
+from nerdistil.teacher.teach import average, decode_posteriors
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def _probs(folder: Path, split: str = "test") -> list[np.ndarray]:
+    ds = softlabels.load(folder / "soft_labels")
+    return [np.asarray(r["probs"]) for r in ds[split].with_format("numpy")]
+
+
+def test_averaged_posteriors_still_sum_to_one():
+    rng = np.random.default_rng(0)
+    members = [rng.dirichlet(np.ones(7), size=11).astype(np.float32) for _ in range(5)]
+    avg = average(members)
+    assert avg.shape == (11, 7) and avg.dtype == np.float32
+    np.testing.assert_allclose(avg.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(avg, np.mean(members, axis=0), atol=1e-7)
+    np.testing.assert_allclose(average([members[0]]), members[0])
+
+
+def test_ensemble_decoding_is_valid_bio():
+    labels = ["O", "B-person", "I-person", "B-loc", "I-loc"]
+    # per-word argmax would give O I-person I-person: an invalid start; the decoder repairs it to B I
+    probs = np.array([[0.9, 0.05, 0.03, 0.01, 0.01], [0.3, 0.25, 0.4, 0.0, 0.05], [0.2, 0.1, 0.6, 0.05, 0.05]])
+    assert decode_posteriors(probs, labels) == ["O", "B-person", "I-person"]
+    confident = np.eye(5)[[1, 2, 0, 3, 4]] * 0.96 + 0.008
+    assert decode_posteriors(confident, labels) == ["B-person", "I-person", "O", "B-loc", "I-loc"]
+
+
+def test_ensemble_of_identical_members_equals_the_member(tiny_teacher, cli, tmp_path):
+    member = tiny_teacher / "teacher.pt"
+    code, stdout, err = cli("teach", "--corpus", CORPUS, "--out", tmp_path / "one", "--teacher", member)
+    assert code == 0, err
+    code, stdout, err = cli("teach", "--corpus", CORPUS, "--out", tmp_path / "two", "--teacher", member,
+                            "--teacher", member)  # fmt: skip
+    assert code == 0, err
+    assert "members (entity F1)" in stdout
+    one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert one["ensemble"] == 1 and two["ensemble"] == 2 and len(two["members"]) == 2
+    assert two["members"][0]["scores"] == two["members"][1]["scores"] == one["members"][0]["scores"]
+    for split in ("train", "test"):
+        for p1, p2 in zip(_probs(tmp_path / "one", split), _probs(tmp_path / "two", split)):
+            np.testing.assert_allclose(p2, p1, atol=1e-6)
+    ds1, ds2 = softlabels.load(tmp_path / "one" / "soft_labels"), softlabels.load(tmp_path / "two" / "soft_labels")
+    labels = softlabels.label_names(ds1)
+    for r1, r2 in zip(ds1["test"].with_format("numpy"), ds2["test"].with_format("numpy")):
+        expected = decode_posteriors(np.asarray(r1["probs"]), labels)
+        assert [labels[k] for k in r2["teacher_tags"]] == expected
+
+
+def test_trained_ensemble_stores_the_mean_of_its_members(cli, tmp_path):
+    out = tmp_path / "ens"
+    code, stdout, err = cli("teach", "--corpus", CORPUS, "--out", out, "--embeddings", "chars", "--epochs", "2",
+                            "--ensemble", "2", "--seed", "3")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    files = [m["file"] for m in report["members"]]
+    assert files == ["teacher.pt", "teacher_2.pt"] and [m["seed"] for m in report["members"]] == [3, 4]
+    labels = report["labels"]
+    test = read_conll(CORPUS / "test.txt")
+    member_probs = []
+    for f in files:
+        assert trust.check(out / f) == trust.sha256(out / f)  # recorded: no --trust-teacher needed
+        member_probs.append([lab.probs for lab in ft.label(ft.load_teacher(out / f), test, labels, 2.0)])
+    assert not all(np.allclose(a, b) for a, b in zip(*member_probs))  # different seeds, different members
+    for stored, a, b in zip(_probs(out), *member_probs):
+        np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)
+        np.testing.assert_allclose(stored.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["chars,minilm-all", "minilm-ft"])
+def test_stacked_and_fine_tuned_teachers_load_back(spec, cli, tmp_path):
+    out = tmp_path / "t"
+    code, _, err = cli("teach", "--corpus", CORPUS, "--out", out, "--embeddings", spec, "--epochs", "1")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["embeddings"] == spec
+    tagger = ft.load_teacher(out / "teacher.pt")
+    assert (tagger.use_rnn, tagger.embeddings.__class__.__name__) == (
+        (True, "StackedEmbeddings") if "," in spec else (False, "TransformerWordEmbeddings")
+    )
+    test = read_conll(CORPUS / "test.txt")
+    again = [lab.probs for lab in ft.label(tagger, test, report["labels"], report["temperature"])]
+    for stored, fresh in zip(_probs(out), again):
+        np.testing.assert_allclose(fresh, stored, atol=1e-5)
