@@ -113,9 +113,11 @@ def teach(
             table.add_row(name, str(n), "-", "-", "-", "-")
     console.print(table)
     if len(report["members"]) > 1:
-        console.print("members (entity F1): " + "; ".join(
-            f"{m['file']}: dev {m['scores'].get('dev', float('nan')):.4f}, test {m['scores'].get('test', float('nan')):.4f}"
-            for m in report["members"]) + " -- the table scores their averaged posteriors", soft_wrap=True)  # fmt: skip
+        nan = float("nan")
+        each = [f"{m['file']}: dev {m['scores'].get('dev', nan):.4f}, test {m['scores'].get('test', nan):.4f}"
+                for m in report["members"]]  # fmt: skip
+        console.print("members (entity F1): " + "; ".join(each) + " -- the table scores their averaged posteriors",
+                      soft_wrap=True)  # fmt: skip
     err = report["soft_labels"]["max_row_sum_error"]
     status = "OK" if err < 1e-4 else "FAILED"
     console.print(f"soft-label check {status}: every stored row sums to 1 (max |sum - 1| = {err:.2e}); "

@@ -98,8 +98,9 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
             if (work / keep).is_file():
                 shutil.move(str(work / keep), tmp / f"teacher{suffix}_{keep}")
         shutil.rmtree(work, ignore_errors=True)
+        seconds = round(time.perf_counter() - t0, 1)
         info = {"file": name, "sha256": trust.sha256(tmp / name), "trained": True, "embeddings": cfg.embeddings,
-                "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+                "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds}  # fmt: skip
     tag_projection(ft.teacher_tags(tagger), labels)  # a label set mismatch fails now, before any labelling
     info["tags"] = ft.teacher_tags(tagger)
     info["params"] = sum(p.numel() for p in tagger.parameters())
