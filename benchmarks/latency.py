@@ -1,9 +1,9 @@
-"""Teacher vs 6- and 3-layer distilled students (and the 3-layer fine-tuned one), batch 1/8/32, four backends.
+"""Teacher vs 6-, 4- and 3-layer students (distilled and fine-tuned), batch 1/8/32, four backends.
 
     HF_HUB_OFFLINE=1 python benchmarks/latency.py --bench-dir runs/bench
 
-Uses the teacher and the seed-13 distilled 6-layer student of ``benchmarks/distil_vs_finetune.py``
-(same ``--bench-dir``), distils a 3-layer student (``--student-layers 3``) if it is missing, then
+Uses the teacher and the seed-13 6-layer students of ``benchmarks/distil_vs_finetune.py`` (same
+``--bench-dir``), trains the 4- and 3-layer ones (``--student-layers K``) if they are missing, then
 runs one ``nerdistil bench-latency`` over the bundled test split and writes
 ``benchmarks/results/latency.json``, ``benchmarks/results/latency.png`` and the latency section
 of ``benchmarks/RESULTS.md``. Run it on an otherwise idle machine.
@@ -35,16 +35,18 @@ def main() -> None:
     args = ap.parse_args()
     bench = Path(args.bench_dir)
     teacher = bench / "teacher" / "teacher.pt"
-    six = bench / "distil_s13"
-    three = bench / "distil3_s13"
-    if not (six / "report.json").is_file() or not teacher.is_file():
+    if not (bench / "distil_s13" / "report.json").is_file() or not teacher.is_file():
         sys.exit(f"run benchmarks/distil_vs_finetune.py --out {bench} first")
-    three_ft = bench / "finetune3_s13"  # the same 3-layer student fine-tuned on gold only
-    for folder, section, distil in ((three, "distil", True), (three_ft, "finetune", False)):
-        if not (folder / "report.json").is_file():
-            over = {"soft_labels": str(bench / "teacher"), "out": str(folder), "student_layers": 3}
-            cfg = cfgmod.load(cfgmod.StudentConfig, args.config, section, over)
-            run_student(dataclasses.replace(cfg, overwrite=True), distil=distil)
+    students = []  # (folder, label): 6-, 4- and 3-layer students, distilled and fine-tuned (seed 13)
+    for layers in (6, 4, 3):
+        for mode in ("distil", "finetune"):
+            folder = bench / (f"{mode}_s13" if layers == 6 else f"{mode}{layers}_s13")
+            if not (folder / "report.json").is_file():
+                over = {"soft_labels": str(bench / "teacher"), "out": str(folder), "student_layers": layers}
+                cfg = cfgmod.load(cfgmod.StudentConfig, args.config, mode, over)
+                run_student(dataclasses.replace(cfg, overwrite=True), distil=mode == "distil")
+            label = "distilled" if mode == "distil" else "fine-tuned"
+            students.append((folder, f"{layers}-layer student, {label}"))
 
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -54,12 +56,7 @@ def main() -> None:
         "bench-latency",
         "--teacher",
         str(teacher),
-        "--student",
-        str(six),
-        "--student",
-        str(three),
-        "--student",
-        str(three_ft),
+        *[a for folder, _ in students for a in ("--student", str(folder))],
         "--corpus",
         args.corpus,
         "--batch-sizes",
@@ -77,8 +74,7 @@ def main() -> None:
     report = json.loads(Path("benchmarks/results/latency.json").read_text())
     rows = report["results"]
     t1 = next(r for r in rows if r["model"].startswith("teacher:") and r["batch_size"] == 1)
-    names = {six.name: "6-layer student, distilled", three.name: "3-layer student, distilled",
-             three_ft.name: "3-layer student, fine-tuned"}  # fmt: skip
+    names = {folder.name: label for folder, label in students}
     lines = [
         "```",
         "HF_HUB_OFFLINE=1 python benchmarks/latency.py --bench-dir " + args.bench_dir,

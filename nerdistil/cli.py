@@ -160,6 +160,20 @@ def _student_command(distil: bool):
             Optional[bool],
             typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length together."),
         ] = None,
+        teacher_only_ratio: Annotated[
+            Optional[float],
+            typer.Option(
+                help="distil: share of every batch drawn from teacher-only (unlabeled) sentences, in [0, 1); "
+                "an epoch is one pass over the gold sentences. Default: all sentences shuffled together."
+            ),
+        ] = None,  # fmt: skip
+        min_confidence: Annotated[
+            Optional[float],
+            typer.Option(
+                help="distil: teacher-only words whose teacher max probability (at the soft labels' "
+                "temperature) is below this get no KD target."
+            ),
+        ] = None,  # fmt: skip
         seed: SeedOpt = None,
         overwrite: OverwriteOpt = False,
         resume: ResumeOpt = False,
@@ -177,7 +191,8 @@ def _student_command(distil: bool):
              "alpha_ce": alpha_ce, "alpha_kd": alpha_kd, "temperature": temperature,
              "class_weight_power": class_weight_power, "label_all_subwords": label_all_subwords or None,
              "group_by_length": group_by_length, "seed": seed, "overwrite": overwrite or None,
-             "resume": resume or None, "checkpoint_every": checkpoint_every},
+             "resume": resume or None, "checkpoint_every": checkpoint_every,
+             "teacher_only_ratio": teacher_only_ratio, "min_confidence": min_confidence},
         )  # fmt: skip
         report = run_student(cfg, distil)
         if report:  # empty on the non-main processes of a multi-process run

@@ -131,6 +131,8 @@ class StudentConfig:
     max_length: int | None = None  # None: the tokenizer's limit (max 512); longer sentences are windowed
     group_by_length: bool = True  # batches of similar-length windows: less padding, faster epochs
     unlabeled: bool = True  # distil also on the soft labels' teacher-only "unlabeled" split, if any
+    teacher_only_ratio: float | None = None  # share of each batch from teacher-only sentences (None: mixed freely)
+    min_confidence: float = 0.0  # teacher-only words whose teacher max probability is below this get no KD target
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (always at epoch ends)
     resume: bool = False  # continue an interrupted run from its last checkpoint
     overwrite: bool = False

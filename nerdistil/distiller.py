@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +93,52 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         if self.shuffle and self.group_by_length:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         yield from batches
+
+
+class MixedBatchSampler(torch.utils.data.Sampler):
+    """Batches with a fixed share of teacher-only examples (KD only) beside gold ones (CE + KD).
+
+    Every batch holds ``round(ratio * batch_size)`` teacher-only examples and the rest gold ones.
+    An epoch is one pass over the gold examples; teacher-only examples are drawn in a shuffled
+    order that carries on from epoch to epoch, so a large transfer set is seen piece by piece
+    instead of swamping the gold data. Like ``EpochBatchSampler``, the batches depend only on
+    (seed, epoch), so a resumed run sees the same ones.
+    """
+
+    def __init__(self, gold: Sequence[int], teacher_only: Sequence[int], batch_size: int, ratio: float,
+                 seed: int = 13) -> None:  # fmt: skip
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"the teacher-only share of a batch must be in [0, 1), got {ratio}")
+        self.gold, self.teacher_only = list(gold), list(teacher_only)
+        self.n_teacher = min(round(ratio * batch_size), batch_size - 1) if self.teacher_only else 0
+        self.n_gold = batch_size - self.n_teacher
+        self.seed, self.epoch = seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches ``__iter__`` yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.gold) / self.n_gold)
+
+    def _teacher_stream(self, start: int, count: int) -> list[int]:
+        """Items ``start .. start + count`` of the endless teacher-only order (a new permutation each pass)."""
+        n, out = len(self.teacher_only), []
+        for k in range(start, start + count):
+            cycle, pos = divmod(k, n)
+            if not out or pos == 0 or k == start:
+                g = torch.Generator().manual_seed(self.seed * 100_003 + 7_919 * (cycle + 1))
+                perm = torch.randperm(n, generator=g).tolist()
+            out.append(self.teacher_only[perm[pos]])
+        return out
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = [self.gold[i] for i in torch.randperm(len(self.gold), generator=g).tolist()]
+        start = (self.epoch - 1) * len(self) * self.n_teacher
+        for b, s in enumerate(range(0, len(order), self.n_gold)):
+            extra = self._teacher_stream(start + b * self.n_teacher, self.n_teacher) if self.n_teacher else []
+            yield order[s : s + self.n_gold] + extra
 
 
 def make_accelerator(cfg: TrainConfig):

@@ -78,6 +78,13 @@ class StudentData:
         self.evals = sets
 
 
+def low_confidence_words(data: StudentData, min_confidence: float) -> int:
+    """How many teacher-only words lose their KD target to ``min_confidence``."""
+    if not data.probs or min_confidence <= 0:
+        return 0
+    return int(sum((p.max(-1) < min_confidence).sum() for s, p in zip(data.train, data.probs) if not s.tags))
+
+
 def run_student(cfg: StudentConfig, distil: bool) -> dict:
     """Train a student (distil: CE_w + KD; finetune: CE_w only) and write its model folder."""
     from transformers import set_seed
@@ -93,10 +100,13 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     model, tokenizer = build_student(cfg.student, labels, cfg.student_layers)
     gold_ids = [label2id[t] for s in data.train if s.tags for t in s.tags]
     weight = class_weights(gold_ids, len(labels), cfg.class_weight_power) if cfg.class_weight_power else None
+    if cfg.teacher_only_ratio is not None and not 0 <= cfg.teacher_only_ratio < 1:
+        raise UserError(f"teacher_only_ratio must be in [0, 1), got {cfg.teacher_only_ratio}")
     examples = make_examples(tokenizer, data.train, label2id, data.probs, use_gold=alpha_ce > 0,
-                             max_length=cfg.max_length, label_all_subwords=cfg.label_all_subwords)  # fmt: skip
+                             max_length=cfg.max_length, label_all_subwords=cfg.label_all_subwords,
+                             min_confidence=cfg.min_confidence if distil else 0.0)  # fmt: skip
     train_loader = loader(examples, Collator(tokenizer.pad_token_id, len(labels)), cfg.batch_size, True, cfg.seed,
-                          cfg.group_by_length)  # fmt: skip
+                          cfg.group_by_length, cfg.teacher_only_ratio if distil else None)  # fmt: skip
 
     def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -132,6 +142,10 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "temperature": temperature if alpha_kd else None,
             "class_weights": None if weight is None else dict(zip(labels, weight.tolist())),
             "train_sentences": len(data.train),
+            "teacher_only_sentences": sum(not s.tags for s in data.train),
+            "teacher_only_ratio": cfg.teacher_only_ratio if distil else None,
+            "min_confidence": cfg.min_confidence if distil else None,
+            "kd_words_below_min_confidence": low_confidence_words(data, cfg.min_confidence) if distil else 0,
             "train_windows": len(examples),
             "best_epoch": result.best_epoch,
             "train_seconds": round(result.seconds, 1),
