@@ -48,7 +48,8 @@ class TeachConfig:
     batch_size: int = 32
     patience: int = 3
     temperature: float = 2.0
-    unlabeled: str | None = None
+    unlabeled: str | None = None  # raw tweets (one a line), streamed through the teacher into Arrow shards
+    shard_size: str = "200MB"  # largest soft-label shard on disk
     seed: int = 13
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)

@@ -8,6 +8,7 @@ Columns: ``tokens`` (words), ``tags`` (gold BIO label ids, empty when unlabeled)
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -46,9 +47,15 @@ def row(tokens: Sequence[str], gold: Sequence[str] | None, teacher: Sequence[str
 
 
 def build(rows: Iterable[dict], labels: Sequence[str], cache_dir: Path) -> Dataset:
-    """Materialise rows into an Arrow dataset without holding them all in memory."""
-    rows_list = iter(rows)
-    return Dataset.from_generator(lambda: rows_list, features=features(labels), cache_dir=str(cache_dir))
+    """Materialise rows into an Arrow dataset without holding them all in memory.
+
+    Rows may come from a generator (a stream of labelled tweets): ``datasets`` writes them to Arrow
+    in batches as they arrive. A fresh fingerprint stops ``datasets`` from hashing (and so
+    consuming or pickling) the generator, and from reusing an older cache.
+    """
+    stream = iter(rows)
+    return Dataset.from_generator(lambda: stream, features=features(labels), cache_dir=str(cache_dir),
+                                  fingerprint=uuid.uuid4().hex)  # fmt: skip
 
 
 def load(path: str | Path) -> DatasetDict:

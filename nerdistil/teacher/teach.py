@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +43,38 @@ def read_corpus(cfg: TeachConfig) -> dict[str, list[Sentence]]:
     }
 
 
-def read_unlabeled(path: str | Path) -> list[Sentence]:
-    """One raw tweet a line -> tokenized sentences (blank lines skipped; they hold no words)."""
+def read_unlabeled(path: str | Path) -> Iterator[Sentence]:
+    """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
+
+    The file is read line by line, never whole, so it may be far larger than memory. Output of
+    ``nerdistil preprocess`` (one clean tweet a line) is read the same way. Each sentence keeps its
+    1-based line number.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError("no such unlabeled-text file", path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"invalid UTF-8 ({e.reason}); re-encode the file as UTF-8", path) from None
-    out = [Sentence(tokenize(line), None, i) for i, line in enumerate(lines, 1) if line.strip()]
-    out = [s for s in out if s.tokens]
-    if not out:
+    seen = 0
+    with open(path, "rb") as f:  # bytes, decoded a line at a time: errors point at their own line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"invalid UTF-8 ({e.reason}); re-encode the file as UTF-8", path, lineno) from None
+            tokens = tokenize(line)
+            if tokens:
+                seen += 1
+                yield Sentence(tokens, None, lineno)
+    if not seen:
         raise UserError("the unlabeled-text file holds no tweets", path)
-    return out
+
+
+def count_lines(path: str | Path) -> int:
+    """Lines in a file, counted in 1 MiB blocks (for a progress bar's total)."""
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n
 
 
 def teacher_files(cfg: TeachConfig) -> list[str]:
@@ -107,12 +126,51 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
     return tagger, info
 
 
+@dataclasses.dataclass
+class TeacherRow:
+    """One sentence labelled by the teacher (or ensemble): stored probs and tags, and each member's tags."""
+
+    sentence: Sentence
+    probs: np.ndarray
+    tags: list[str]
+    member_tags: list[list[str]]
+
+
+def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[str], temperature: float,
+                 chunk: int = 1024) -> Iterator[TeacherRow]:  # fmt: skip
+    """Label sentences with every tagger, ``chunk`` sentences at a time, in input order.
+
+    At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
+    file of any size runs in bounded memory. One tagger: its CRF posteriors and Viterbi path; several:
+    the mean of their posteriors and the best valid BIO path through it.
+    """
+    it = iter(sentences)
+    while True:
+        batch = [s for _, s in zip(range(chunk), it)]
+        if not batch:
+            return
+        per_member = [list(ft.label(t, batch, labels, temperature)) for t in taggers]
+        for i, sent in enumerate(batch):
+            outs = [m[i] for m in per_member]
+            if len(outs) == 1:
+                probs, tags = outs[0].probs, outs[0].tags
+            else:
+                probs = average([o.probs for o in outs])
+                tags = decode_posteriors(probs, labels)
+            yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
+
+
 def run_teach(cfg: TeachConfig) -> dict:
-    """Train (or load) the teacher or teacher ensemble, label every split, write the run folder."""
+    """Train (or load) the teacher or teacher ensemble, label every split, write the run folder.
+
+    Gold splits are labelled in memory; ``--unlabeled`` text is streamed from its file through the
+    teacher into Arrow shards, so its size is bounded by disk, not memory.
+    """
     corpus = read_corpus(cfg)
     labels = bio_labels(entity_types(s for part in corpus.values() for s in part))
     label2id = {label: i for i, label in enumerate(labels)}
-    unlabeled = read_unlabeled(cfg.unlabeled) if cfg.unlabeled else []
+    if cfg.unlabeled:
+        next(read_unlabeled(cfg.unlabeled))  # fails now (missing, not UTF-8, empty), before any training
     files = teacher_files(cfg)
     n = len(files) or cfg.ensemble
     if n < 1:
@@ -120,59 +178,55 @@ def run_teach(cfg: TeachConfig) -> dict:
     for f in files:  # every file is checked (exists, trusted) before any work
         trust_check_file(f, cfg.trust_teacher)
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n}
-    parts = dict(corpus)
-    if unlabeled:
-        parts["unlabeled"] = unlabeled
-    probs: dict[str, list[list[np.ndarray]]] = {name: [[] for _ in sents] for name, sents in parts.items()}
-    viterbi: dict[str, list[list[str]]] = {}
-    members: list[dict] = []
-    train_s = label_s = 0.0
     with staging(cfg.out, cfg.overwrite) as tmp:
+        t0 = time.perf_counter()
+        taggers, members = [], []
         for k in range(n):
-            t0 = time.perf_counter()
             tagger, info = _member(cfg, k, files, corpus, labels, tmp)
-            train_s += time.perf_counter() - t0
-            t1 = time.perf_counter()
-            info["scores"] = {}
-            for name, sents in parts.items():
-                desc = f"labelling {name}" + (f" (member {k + 1}/{n})" if n > 1 else "")
-                pred = []
-                for i, lab in enumerate(tqdm(ft.label(tagger, sents, labels, cfg.temperature), total=len(sents),
-                                             desc=desc)):  # fmt: skip
-                    probs[name][i].append(lab.probs)
-                    pred.append(lab.tags)
-                if n == 1:
-                    viterbi[name] = pred
-                if name in ("dev", "test"):
-                    info["scores"][name] = entity_report([s.tags for s in sents], pred)["f1"]
-            label_s += time.perf_counter() - t1
+            taggers.append(tagger)
             members.append(info)
-            del tagger
-        report["teacher"] = {key: members[0][key] for key in members[0] if key != "scores"}
+        report["teacher"] = dict(members[0])
         report["members"] = members
         report["params"] = sum(m["params"] for m in members)
-        report["train_seconds"] = round(train_s, 1)
+        report["train_seconds"] = round(time.perf_counter() - t0, 1)
 
         t1 = time.perf_counter()
+        parts: dict[str, Iterable[Sentence]] = dict(corpus)
+        totals = {name: len(sents) for name, sents in corpus.items()}
+        if cfg.unlabeled:
+            parts["unlabeled"] = read_unlabeled(cfg.unlabeled)
+            totals["unlabeled"] = count_lines(cfg.unlabeled)
         data, scores, agreement = {}, {}, {}
+        for m in members:
+            m["scores"] = {}
         for name, sents in parts.items():
-            rows, pred, argmax_tags = [], [], []
-            for i, sent in enumerate(sents):
-                p = probs[name][i][0] if n == 1 else average(probs[name][i])
-                probs[name][i] = []  # free the members' copies as we go
-                tags = viterbi[name][i] if n == 1 else decode_posteriors(p, labels)
-                rows.append(softlabels.row(sent.tokens, sent.tags, tags, p, label2id))
-                pred.append(tags)
-                argmax_tags.append([labels[k] for k in p.argmax(-1)])
-            data[name] = softlabels.build(rows, labels, tmp / ".cache")
-            same = sum(a == b for p, q in zip(pred, argmax_tags) for a, b in zip(p, q))
-            agreement[name] = same / max(1, sum(len(p) for p in pred))
+            gold, pred, member_pred = [], [], [[] for _ in taggers]
+            counts = [0, 0]  # words where the decoded tag equals the posterior argmax, all words
+
+            def rows(name=name, sents=sents, gold=gold, pred=pred, member_pred=member_pred, counts=counts):
+                desc = f"labelling {name}" + (f" ({n} members)" if n > 1 else "")
+                stream = label_stream(taggers, sents, labels, cfg.temperature)
+                for lab in tqdm(stream, total=totals[name], desc=desc, unit=" sentences"):
+                    argmax = [labels[k] for k in lab.probs.argmax(-1)]
+                    counts[0] += sum(a == b for a, b in zip(lab.tags, argmax))
+                    counts[1] += len(argmax)
+                    if name in ("dev", "test"):
+                        gold.append(lab.sentence.tags)
+                        pred.append((lab.tags, argmax))
+                        for k, tags in enumerate(lab.member_tags):
+                            member_pred[k].append(tags)
+                    yield softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id)
+
+            data[name] = softlabels.build(rows(), labels, tmp / ".cache")
+            agreement[name] = counts[0] / max(1, counts[1])
             if name in ("dev", "test"):
-                scores[name] = full_report([s.tags for s in sents], pred)
-                scores[name]["posterior_argmax_f1"] = entity_report([s.tags for s in sents], argmax_tags)["f1"]
-        DatasetDict(data).save_to_disk(str(tmp / "soft_labels"))
+                scores[name] = full_report(gold, [p for p, _ in pred])
+                scores[name]["posterior_argmax_f1"] = entity_report(gold, [a for _, a in pred])["f1"]
+                for m, mp in zip(members, member_pred):
+                    m["scores"][name] = entity_report(gold, mp)["f1"]
+        DatasetDict(data).save_to_disk(str(tmp / "soft_labels"), max_shard_size=cfg.shard_size)
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        report["label_seconds"] = round(label_s + time.perf_counter() - t1, 1)
+        report["label_seconds"] = round(time.perf_counter() - t1, 1)
 
         stored = softlabels.load(tmp / "soft_labels")
         report["soft_labels"] = {
