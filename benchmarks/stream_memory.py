@@ -1,6 +1,6 @@
 """Peak memory of `nerdistil teach --unlabeled` against the size of the unlabeled file.
 
-    HF_HUB_OFFLINE=1 python benchmarks/stream_memory.py --teacher runs/bench/teacher/teacher.pt --lines 1000 10000 100000
+    HF_HUB_OFFLINE=1 python benchmarks/stream_memory.py --lines 1000 10000 100000
 
 Writes synthetic tweets (lengths drawn from the bundled training tweets' length distribution, words
 drawn from their vocabulary), labels each file with the given teacher in its own process and

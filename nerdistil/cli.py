@@ -80,6 +80,13 @@ def teach(
     ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T.")] = None,
+    soft_labels: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Which soft labels: posterior (CRF forward-backward marginals, the default), flair (Flair's "
+            "return_probabilities_for_all_classes scores) or hard (the one-hot Viterbi path)."
+        ),
+    ] = None,  # fmt: skip
     unlabeled: Annotated[
         Optional[Path], typer.Option(help="Raw tweets, one a line, to label as extra teacher-only data.")
     ] = None,
@@ -97,7 +104,8 @@ def teach(
         cfgmod.TeachConfig, config, "teach",
         {"corpus": _s(corpus), "out": _s(out), "teacher": [str(t) for t in teacher] if teacher else None,
          "embeddings": embeddings, "ensemble": ensemble, "epochs": epochs,
-         "temperature": temperature, "unlabeled": _s(unlabeled), "seed": seed, "data.repair_tags": repair_tags or None,
+         "temperature": temperature, "soft_labels": soft_labels, "unlabeled": _s(unlabeled), "seed": seed,
+         "data.repair_tags": repair_tags or None,
          "overwrite": overwrite or None, "trust_teacher": trust_teacher or None},
     )  # fmt: skip
     report = run_teach(cfg)

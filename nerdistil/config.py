@@ -48,6 +48,7 @@ class TeachConfig:
     batch_size: int = 32
     patience: int = 3
     temperature: float = 2.0
+    soft_labels: str = "posterior"  # posterior (CRF forward-backward), flair (Flair's all-class scores) or hard
     unlabeled: str | None = None  # raw tweets (one a line), streamed through the teacher into Arrow shards
     shard_size: str = "200MB"  # largest soft-label shard on disk
     seed: int = 13

@@ -214,15 +214,23 @@ class Labelled:
     tags: list[str]
 
 
+SOFT_LABELS = ("posterior", "flair", "hard")
+
+
 def label(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
-    batch_size: int = 32,
+    batch_size: int = 32, kind: str = "posterior",
 ) -> Iterator[Labelled]:  # fmt: skip
     """Yield soft labels and Viterbi tags for each sentence, in input order.
 
-    CRF taggers: forward-backward posteriors at ``temperature``; others: softmax(emissions / T).
-    Batches are sorted longest first because Flair packs sequences.
+    ``kind`` of soft label: ``posterior``, the CRF's forward-backward marginals at ``temperature``
+    (taggers without a CRF: softmax(emissions / T)); ``flair``, Flair's own
+    ``return_probabilities_for_all_classes`` scores (a softmax over Viterbi max-scores, not a
+    posterior), sharpened or flattened to ``temperature`` as p^(1/T); ``hard``, the one-hot
+    Viterbi path. Batches are sorted longest first because Flair packs sequences.
     """
+    if kind not in SOFT_LABELS:
+        raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
     proj = tag_projection(teacher_tags(tagger), corpus_labels)
     bio_of = _bio_map(teacher_tags(tagger), corpus_labels)
     tagger.eval()
@@ -250,6 +258,21 @@ def label(
                     marg[b, :n] = flat[offset : offset + n]
                     paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
                     offset += n
+            if kind == "flair" and tagger.use_crf:
+                _, all_tags = tagger.viterbi_decoder.decode(scores, True, batch)
+                marg = torch.zeros_like(marg)
+                for b, sent in enumerate(all_tags):
+                    for t, dist in enumerate(sent):
+                        for lab in dist:
+                            marg[b, t, tagger.label_dictionary.get_idx_for_item(lab.value)] = float(lab.score)
+                marg = marg.clamp_min(1e-30) ** (1.0 / temperature) * (marg > 0)
+                marg = marg / marg.sum(-1, keepdim=True).clamp_min(1e-30)
+            elif kind == "hard":
+                index = {tag: k for k, tag in enumerate(teacher_tags(tagger))}
+                marg = torch.zeros_like(marg)
+                for b, path in enumerate(paths):
+                    for t, tag in enumerate(path):
+                        marg[b, t, index[tag]] = 1.0
             probs = project(marg, proj).cpu().numpy()
             for b, i in enumerate(idx):
                 n = len(sentences[i])

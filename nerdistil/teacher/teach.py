@@ -137,7 +137,7 @@ class TeacherRow:
 
 
 def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[str], temperature: float,
-                 chunk: int = 1024) -> Iterator[TeacherRow]:  # fmt: skip
+                 chunk: int = 1024, kind: str = "posterior") -> Iterator[TeacherRow]:  # fmt: skip
     """Label sentences with every tagger, ``chunk`` sentences at a time, in input order.
 
     At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
@@ -149,7 +149,7 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
         batch = [s for _, s in zip(range(chunk), it)]
         if not batch:
             return
-        per_member = [list(ft.label(t, batch, labels, temperature)) for t in taggers]
+        per_member = [list(ft.label(t, batch, labels, temperature, kind=kind)) for t in taggers]
         for i, sent in enumerate(batch):
             outs = [m[i] for m in per_member]
             if len(outs) == 1:
@@ -177,7 +177,10 @@ def run_teach(cfg: TeachConfig) -> dict:
         raise UserError(f"--ensemble must be at least 1, got {n}")
     for f in files:  # every file is checked (exists, trusted) before any work
         trust_check_file(f, cfg.trust_teacher)
-    report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n}
+    if cfg.soft_labels not in ft.SOFT_LABELS:
+        raise UserError(f"unknown soft-label kind {cfg.soft_labels!r}; use one of {', '.join(ft.SOFT_LABELS)}")
+    report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
+                    "soft_label_kind": cfg.soft_labels}  # fmt: skip
     with staging(cfg.out, cfg.overwrite) as tmp:
         t0 = time.perf_counter()
         taggers, members = [], []
@@ -205,7 +208,7 @@ def run_teach(cfg: TeachConfig) -> dict:
 
             def rows(name=name, sents=sents, gold=gold, pred=pred, member_pred=member_pred, counts=counts):
                 desc = f"labelling {name}" + (f" ({n} members)" if n > 1 else "")
-                stream = label_stream(taggers, sents, labels, cfg.temperature)
+                stream = label_stream(taggers, sents, labels, cfg.temperature, kind=cfg.soft_labels)
                 for lab in tqdm(stream, total=totals[name], desc=desc, unit=" sentences"):
                     argmax = [labels[k] for k in lab.probs.argmax(-1)]
                     counts[0] += sum(a == b for a, b in zip(lab.tags, argmax))
