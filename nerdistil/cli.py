@@ -93,6 +93,14 @@ def teach(
     seed: SeedOpt = None,
     repair_tags: RepairOpt = False,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run: reuse its trained ensemble members and labelled chunks (a member "
+            "killed mid-training is retrained from its seed; Flair's trainer cannot restore its RNG mid-way).",
+        ),
+    ] = False,
     trust_teacher: TrustOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -106,7 +114,7 @@ def teach(
          "embeddings": embeddings, "ensemble": ensemble, "epochs": epochs,
          "temperature": temperature, "soft_labels": soft_labels, "unlabeled": _s(unlabeled), "seed": seed,
          "data.repair_tags": repair_tags or None,
-         "overwrite": overwrite or None, "trust_teacher": trust_teacher or None},
+         "overwrite": overwrite or None, "resume": resume or None, "trust_teacher": trust_teacher or None},
     )  # fmt: skip
     report = run_teach(cfg)
     table = Table(title=f"teacher: {cfg.out}")

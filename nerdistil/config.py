@@ -51,6 +51,8 @@ class TeachConfig:
     soft_labels: str = "posterior"  # posterior (CRF forward-backward), flair (Flair's all-class scores) or hard
     unlabeled: str | None = None  # raw tweets (one a line), streamed through the teacher into Arrow shards
     shard_size: str = "200MB"  # largest soft-label shard on disk
+    label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
+    resume: bool = False  # continue an interrupted run: reuse its trained members and labelled chunks
     seed: int = 13
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)

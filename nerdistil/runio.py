@@ -48,8 +48,8 @@ def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
-    except UserError:  # bad input found mid-run: nothing worth resuming, leave no debris
-        if not (tmp / "checkpoint").exists():
+    except UserError:  # bad input found mid-run: leave no debris, unless it holds work worth resuming
+        if not any((tmp / keep).exists() for keep in ("checkpoint", "members", "labels")):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():

@@ -8,6 +8,8 @@ Columns: ``tokens`` (words), ``tags`` (gold BIO label ids, empty when unlabeled)
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,6 +58,35 @@ def build(rows: Iterable[dict], labels: Sequence[str], cache_dir: Path) -> Datas
     stream = iter(rows)
     return Dataset.from_generator(lambda: stream, features=features(labels), cache_dir=str(cache_dir),
                                   fingerprint=uuid.uuid4().hex)  # fmt: skip
+
+
+def save_chunk(rows: list[dict], labels: Sequence[str], folder: Path) -> None:
+    """Write one chunk of labelled rows as its own Arrow dataset, atomically (a killed run leaves no half chunk)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    Dataset.from_list(rows, features=features(labels)).save_to_disk(str(tmp))
+    os.replace(tmp, folder)
+
+
+def join_chunks(folder: Path, labels: Sequence[str]) -> Dataset:
+    """The chunks of ``save_chunk`` in order, as one memory-mapped dataset (an empty one if there are none)."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    chunks = sorted(p for p in folder.glob("[0-9]*") if p.is_dir() and not p.name.endswith(".tmp"))
+    if not chunks:
+        return Dataset.from_list([], features=features(labels))
+    return concatenate_datasets([load_from_disk(str(p)) for p in chunks])
+
+
+def decoded_argmax_agreement(ds: Dataset) -> float:
+    """Share of words whose stored teacher tag equals the argmax of their stored soft label."""
+    same = total = 0
+    for batch in ds.with_format("numpy").iter(batch_size=256):
+        for tags, probs in zip(batch["teacher_tags"], batch["probs"]):
+            if len(tags):
+                same += int((np.stack(probs).argmax(-1) == np.asarray(tags)).sum())
+                total += len(tags)
+    return same / max(1, total)
 
 
 def load(path: str | Path) -> DatasetDict:

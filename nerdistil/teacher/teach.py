@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import logging
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -68,6 +72,12 @@ def read_unlabeled(path: str | Path) -> Iterator[Sentence]:
         raise UserError("the unlabeled-text file holds no tweets", path)
 
 
+def _fault(var: str, count: int) -> None:
+    """Fault injection for the resume tests: SIGKILL this process when ``$var`` equals ``count``."""
+    if os.environ.get(var) == str(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def count_lines(path: str | Path) -> int:
     """Lines in a file, counted in 1 MiB blocks (for a progress bar's total)."""
     n = 0
@@ -100,9 +110,17 @@ def decode_posteriors(probs: np.ndarray, labels: list[str]) -> list[str]:
 def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[Sentence]], labels: list[str],
             tmp: Path):  # fmt: skip
     """Load member k from its file, or train it (seed + k); returns (tagger, report entry)."""
+    done = tmp / "members" / f"{k}.json"
     if files:
         tagger = ft.load_teacher(files[k], cfg.trust_teacher)
         info = {"file": str(Path(files[k]).resolve()), "sha256": trust.sha256(files[k]), "trained": False}
+    elif (
+        done.is_file()
+        and trust.sha256(tmp / json.loads(done.read_text())["file"]) == json.loads(done.read_text())["sha256"]
+    ):  # an interrupted run trained this member already: this run wrote the file, so it is trusted
+        info = json.loads(done.read_text())
+        tagger = ft.load_teacher(tmp / info["file"], trust=True)
+        log.info("resume: reusing trained member %d (%s)", k + 1, info["file"])
     else:
         if "dev" not in corpus:
             raise UserError("training a teacher needs dev.txt to choose the best epoch", cfg.corpus)
@@ -120,6 +138,9 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
         seconds = round(time.perf_counter() - t0, 1)
         info = {"file": name, "sha256": trust.sha256(tmp / name), "trained": True, "embeddings": cfg.embeddings,
                 "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds}  # fmt: skip
+        done.parent.mkdir(exist_ok=True)
+        write_json(done, info)
+        _fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
     tag_projection(ft.teacher_tags(tagger), labels)  # a label set mismatch fails now, before any labelling
     info["tags"] = ft.teacher_tags(tagger)
     info["params"] = sum(p.numel() for p in tagger.parameters())
@@ -160,6 +181,28 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
             yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
 
 
+def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) -> None:
+    """Keep an interrupted run's labelled chunks only if they came from the same inputs and teachers."""
+    corpus = Path(cfg.corpus)
+    inputs = {
+        "teachers": [m["sha256"] for m in members],
+        "temperature": cfg.temperature,
+        "soft_labels": cfg.soft_labels,
+        "label_chunk": cfg.label_chunk,
+        "files": {
+            str(p): trust.sha256(p)
+            for p in [corpus / f"{s}.txt" for s in SPLITS] + ([Path(cfg.unlabeled)] if cfg.unlabeled else [])
+            if p.is_file()
+        },  # fmt: skip
+    }
+    stamp = folder / "inputs.json"
+    if folder.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != inputs):
+        log.warning("resume: the inputs or teachers changed since the interrupted run; labelling afresh")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, inputs)
+
+
 def run_teach(cfg: TeachConfig) -> dict:
     """Train (or load) the teacher or teacher ensemble, label every split, write the run folder.
 
@@ -181,7 +224,7 @@ def run_teach(cfg: TeachConfig) -> dict:
         raise UserError(f"unknown soft-label kind {cfg.soft_labels!r}; use one of {', '.join(ft.SOFT_LABELS)}")
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
-    with staging(cfg.out, cfg.overwrite) as tmp:
+    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
         t0 = time.perf_counter()
         taggers, members = [], []
         for k in range(n):
@@ -199,45 +242,68 @@ def run_teach(cfg: TeachConfig) -> dict:
         if cfg.unlabeled:
             parts["unlabeled"] = read_unlabeled(cfg.unlabeled)
             totals["unlabeled"] = count_lines(cfg.unlabeled)
-        data, scores, agreement = {}, {}, {}
+        scores, reused = {}, 0
         for m in members:
             m["scores"] = {}
+        _check_reusable_labels(cfg, tmp / "labels", members)
         for name, sents in parts.items():
+            scored = name in ("dev", "test")  # small gold splits: always labelled afresh, then scored
+            folder = tmp / "labels" / name
+            if scored:
+                shutil.rmtree(folder, ignore_errors=True)
             gold, pred, member_pred = [], [], [[] for _ in taggers]
-            counts = [0, 0]  # words where the decoded tag equals the posterior argmax, all words
-
-            def rows(name=name, sents=sents, gold=gold, pred=pred, member_pred=member_pred, counts=counts):
-                desc = f"labelling {name}" + (f" ({n} members)" if n > 1 else "")
-                stream = label_stream(taggers, sents, labels, cfg.temperature, kind=cfg.soft_labels)
-                for lab in tqdm(stream, total=totals[name], desc=desc, unit=" sentences"):
-                    argmax = [labels[k] for k in lab.probs.argmax(-1)]
-                    counts[0] += sum(a == b for a, b in zip(lab.tags, argmax))
-                    counts[1] += len(argmax)
-                    if name in ("dev", "test"):
+            stream = iter(sents)
+            bar = tqdm(total=totals[name], desc=f"labelling {name}" + (f" ({n} members)" if n > 1 else ""),
+                       unit=" sentences")  # fmt: skip
+            for c in itertools.count():
+                chunk = list(itertools.islice(stream, cfg.label_chunk))
+                if not chunk:
+                    break
+                done = folder / f"{c:06d}"
+                if done.is_dir():  # labelled before an interruption: reuse, do not recompute
+                    reused += 1
+                    bar.update(len(chunk))
+                    continue
+                rows = []
+                for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels):
+                    rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
+                    if scored:
                         gold.append(lab.sentence.tags)
-                        pred.append((lab.tags, argmax))
+                        pred.append(lab.tags)
                         for k, tags in enumerate(lab.member_tags):
                             member_pred[k].append(tags)
-                    yield softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id)
-
-            data[name] = softlabels.build(rows(), labels, tmp / ".cache")
-            agreement[name] = counts[0] / max(1, counts[1])
-            if name in ("dev", "test"):
-                scores[name] = full_report(gold, [p for p, _ in pred])
-                scores[name]["posterior_argmax_f1"] = entity_report(gold, [a for _, a in pred])["f1"]
+                    bar.update(1)
+                softlabels.save_chunk(rows, labels, done)
+                _fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
+            bar.close()
+            if scored:
+                scores[name] = full_report(gold, pred)
                 for m, mp in zip(members, member_pred):
                     m["scores"][name] = entity_report(gold, mp)["f1"]
+        if reused:
+            log.info("resume: reused %d labelled chunks", reused)
+        data = {name: softlabels.join_chunks(tmp / "labels" / name, labels) for name in parts}
         DatasetDict(data).save_to_disk(str(tmp / "soft_labels"), max_shard_size=cfg.shard_size)
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        shutil.rmtree(tmp / "labels", ignore_errors=True)
         report["label_seconds"] = round(time.perf_counter() - t1, 1)
 
         stored = softlabels.load(tmp / "soft_labels")
+        agreement = {}
+        for name, ds in stored.items():
+            agreement[name] = softlabels.decoded_argmax_agreement(ds)
+        for name in scores:  # the entity F1 of the posteriors' per-word argmax, for comparison
+            ds = stored[name].with_format("numpy")
+            argmax = [[labels[k] for k in np.stack(r["probs"]).argmax(-1)] for r in ds]
+            scores[name]["posterior_argmax_f1"] = entity_report([[labels[i] for i in r["tags"]] for r in ds],
+                                                                argmax)["f1"]  # fmt: skip
         report["soft_labels"] = {
             "splits": {k: v.num_rows for k, v in stored.items()},
             "max_row_sum_error": max(softlabels.max_row_error(v) for v in stored.values()),
             "viterbi_posterior_argmax_agreement": agreement,
             "decoding": "CRF Viterbi" if n == 1 else f"best valid BIO path through the mean of {n} members' posteriors",
+            "reused_chunks": reused,
         }
+        shutil.rmtree(tmp / "members", ignore_errors=True)  # resume bookkeeping; the report holds the same
         report["scores"] = scores
         report["environment"] = versions()
         write_config(tmp / "config.yaml", cfg)
