@@ -169,6 +169,14 @@ def _student_command(distil: bool):
         class_weight_power: Annotated[
             Optional[float], typer.Option(help="Balanced class weights ** power (0 = unweighted).")
         ] = None,
+        kd_class_weights: Annotated[
+            Optional[bool],
+            typer.Option(
+                "--kd-class-weights/--no-kd-class-weights",
+                help="distil: reweight the teacher's targets by the class weights too (p_k * w_k^(1/T)), "
+                "so the KD term shifts decisions towards rare classes as the weighted CE does.",
+            ),
+        ] = None,  # fmt: skip
         label_all_subwords: Annotated[
             bool, typer.Option("--label-all-subwords", help="Train on every subword, not just the first.")
         ] = False,
@@ -205,7 +213,8 @@ def _student_command(distil: bool):
             {"soft_labels": _s(soft_labels), "corpus": _s(corpus), "out": _s(out), "student": student,
              "student_layers": student_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "alpha_ce": alpha_ce, "alpha_kd": alpha_kd, "temperature": temperature,
-             "class_weight_power": class_weight_power, "label_all_subwords": label_all_subwords or None,
+             "class_weight_power": class_weight_power, "kd_class_weights": kd_class_weights,
+             "label_all_subwords": label_all_subwords or None,
              "group_by_length": group_by_length, "seed": seed, "overwrite": overwrite or None,
              "resume": resume or None, "checkpoint_every": checkpoint_every,
              "teacher_only_ratio": teacher_only_ratio, "min_confidence": min_confidence},

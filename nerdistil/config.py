@@ -131,6 +131,7 @@ class StudentConfig:
     alpha_kd: float = 2.0
     temperature: float | None = None  # None: the temperature the soft labels were made at
     class_weight_power: float = 0.5  # balanced class weights ** power (0: unweighted, 1: fully balanced)
+    kd_class_weights: bool = False  # reweight the teacher's targets by the class weights too (p_k * w_k^(1/T))
     label_all_subwords: bool = False
     max_length: int | None = None  # None: the tokenizer's limit (max 512); longer sentences are windowed
     group_by_length: bool = True  # batches of similar-length windows: less padding, faster epochs

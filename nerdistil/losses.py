@@ -87,6 +87,19 @@ def class_weights(tag_ids: Sequence[int], num_labels: int, power: float = 0.5) -
     return torch.tensor(full, dtype=torch.float32)
 
 
+def reweight_soft(probs: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Class-weighted teacher targets: p_k * w_k^(1/T), renormalised over k (rows of zeros stay zero).
+
+    Weighted CE on gold tags is minimised by q_k proportional to w_k * p_data(k): it moves the
+    student's decisions towards rare classes. A student matching these targets at temperature T
+    gets the same w shift in its T = 1 logits, so the CE and KD terms pull the same way instead of
+    the teacher's O-heavy posteriors undoing the class weights.
+    """
+    shifted = probs * weight.to(probs.dtype) ** (1.0 / temperature)
+    total = shifted.sum(-1, keepdim=True)
+    return torch.where(total > 0, shifted / total.clamp_min(1e-30), probs)
+
+
 def ner_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -96,6 +109,7 @@ def ner_loss(
     alpha_kd: float,
     temperature: float,
     weight: torch.Tensor | None = None,
+    kd_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """alpha_ce * CE_w(student, gold) + alpha_kd * T^2 * KL(teacher_T || student_T).
 
@@ -108,6 +122,9 @@ def ner_loss(
         alpha_kd: weight of the distillation term (0 skips it).
         temperature: T of the KD term.
         weight: (K,) class weights for the CE term, or None.
+        kd_weight: (K,) class weights for the KD term, or None. The teacher's distribution is
+            reweighted to p_k * w_k^(1/T), renormalised (``reweight_soft``): the target whose optimum
+            shifts the student's T = 1 decisions by w, as class-weighted CE does for gold tags.
 
     Returns:
         (total, {"ce": ..., "kd": ...}) with the parts as floats for logging.
@@ -120,6 +137,9 @@ def ner_loss(
         parts["ce"] = weighted_ce(flat, labels.reshape(-1), weight)
         total = total + alpha_ce * parts["ce"]
     if alpha_kd:
-        parts["kd"] = kd_kl(flat, soft.reshape(-1, K), temperature, soft_mask.reshape(-1))
+        target = soft.reshape(-1, K)
+        if kd_weight is not None:
+            target = reweight_soft(target, kd_weight, temperature)
+        parts["kd"] = kd_kl(flat, target, temperature, soft_mask.reshape(-1))
         total = total + alpha_kd * parts["kd"]
     return total, {k: float(v.detach()) for k, v in parts.items()}

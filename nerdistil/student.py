@@ -112,7 +112,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         w = None if weight is None else weight.to(out.logits.device)
         return ner_loss(out.logits, batch["labels"], batch["soft"], batch["soft_mask"], alpha_ce, alpha_kd,
-                        temperature, w)  # fmt: skip
+                        temperature, w, w if cfg.kd_class_weights else None)  # fmt: skip
 
     def score(m: torch.nn.Module, part: str) -> dict:
         sents = data.evals[part]
@@ -141,6 +141,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "alpha_kd": alpha_kd,
             "temperature": temperature if alpha_kd else None,
             "class_weights": None if weight is None else dict(zip(labels, weight.tolist())),
+            "kd_class_weights": bool(distil and cfg.kd_class_weights and weight is not None),
             "train_sentences": len(data.train),
             "teacher_only_sentences": sum(not s.tags for s in data.train),
             "teacher_only_ratio": cfg.teacher_only_ratio if distil else None,

@@ -236,3 +236,30 @@ def test_ner_loss_kd_only():
     assert total.item() == pytest.approx(parts["kd"], rel=1e-6)
     total.backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_reweighted_teacher_targets_hand_value():
+    from nerdistil.losses import reweight_soft
+
+    p = torch.tensor([[0.8, 0.15, 0.05], [0.0, 0.0, 0.0]])
+    w = torch.tensor([0.5, 2.0, 4.0])
+    T = 2.0
+    raw = [0.8 * 0.5**0.5, 0.15 * 2.0**0.5, 0.05 * 4.0**0.5]
+    want = [x / sum(raw) for x in raw]
+    got = reweight_soft(p, w, T)
+    assert got[0].tolist() == pytest.approx(want, rel=1e-6)
+    assert got[1].tolist() == [0.0, 0.0, 0.0]  # an empty (masked) row stays empty
+    assert reweight_soft(p, torch.ones(3), T)[0].tolist() == pytest.approx(p[0].tolist())
+
+
+def test_ner_loss_kd_class_weights_use_the_reweighted_targets():
+    from nerdistil.losses import reweight_soft
+
+    logits, labels, soft, soft_mask = _batch(3)
+    w = torch.tensor([0.5, 1.0, 3.0])
+    _, parts = ner_loss(logits, labels, soft, soft_mask, 0.0, 1.0, 2.0, kd_weight=w)
+    target = reweight_soft(soft.reshape(-1, 3), w, 2.0)
+    expected = _kd_expected(logits.reshape(-1, 3).tolist(), target.tolist(), 2.0, soft_mask.reshape(-1).tolist())
+    assert parts["kd"] == pytest.approx(expected, rel=1e-5)
+    _, plain = ner_loss(logits, labels, soft, soft_mask, 0.0, 1.0, 2.0)
+    assert plain["kd"] != pytest.approx(parts["kd"])
