@@ -30,6 +30,16 @@ def mean_sd(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
 
 
+def describe(teacher: dict) -> str:
+    """A teacher's embeddings and ensemble size, from its report."""
+    t = teacher.get("teacher", {})
+    names = {"minilm": "frozen MiniLM-L6 last layer", "minilm-all": "frozen MiniLM-L6, mean of all layers",
+             "minilm-ft": "fine-tuned MiniLM-L6"}  # fmt: skip
+    emb = names.get(t.get("embeddings"), t.get("embeddings", "loaded file"))
+    n = teacher.get("ensemble", 1)
+    return f"Flair BiLSTM-CRF, {emb}" + (f", ensemble of {n}" if n > 1 else "")
+
+
 def student(cfg_path: str, name: str, out: Path, seed: int, **over) -> dict:
     cfg = cfgmod.load(cfgmod.StudentConfig, cfg_path, name, {"out": str(out), "seed": seed, **over})
     report_file = out / "report.json"
@@ -44,6 +54,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--grid", action="store_true", help="also try alpha settings on dev (first seed)")
+    ap.add_argument(
+        "--teacher-run",
+        default=None,
+        help="an existing `teach` output to distil from (default: train the config's teacher in OUT)",
+    )
+    ap.add_argument(
+        "--finetune-from",
+        default=None,
+        help="reuse the fine-tuned baselines of this earlier --out (they do not depend on the teacher)",
+    )
+    ap.add_argument("--distil", default="{}", help="JSON overrides of the distil section, e.g. "
+                    "'{\"kd_class_weights\": true}'")  # fmt: skip
+    ap.add_argument("--section", default="distil-vs-finetune", help="RESULTS.md section (and results JSON name)")
     args = ap.parse_args()
 
     run = cfgmod.load(__import__("nerdistil.pipeline", fromlist=["RunConfig"]).RunConfig, args.config, "run")
@@ -53,16 +76,20 @@ def main() -> None:
     teach_cfg = cfgmod.load(
         cfgmod.TeachConfig, args.config, "teach", {"corpus": run.corpus, "out": str(out / "teacher")}
     )
-    if (out / "teacher" / "report.json").is_file():
-        teacher = json.loads((out / "teacher" / "report.json").read_text())
+    teacher_dir = Path(args.teacher_run) if args.teacher_run else out / "teacher"
+    if (teacher_dir / "report.json").is_file():
+        teacher = json.loads((teacher_dir / "report.json").read_text())
     else:
         teacher = run_teach(teach_cfg)
-    soft = str(out / "teacher")
+    soft = str(teacher_dir)
+    distil_over = json.loads(args.distil)
 
     rows: dict[str, list[dict]] = {"finetune": [], "distil": []}
     for seed in args.seeds:
-        for name in rows:
-            rows[name].append(student(args.config, name, out / f"{name}_s{seed}", seed, soft_labels=soft))
+        ft_dir = Path(args.finetune_from or out) / f"finetune_s{seed}"
+        rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft))
+        rows["distil"].append(student(args.config, "distil", out / f"distil_s{seed}", seed, soft_labels=soft,
+                                      **distil_over))  # fmt: skip
 
     grid = []
     if args.grid:
@@ -104,13 +131,17 @@ def main() -> None:
     summary["distil_minus_finetune"] = dm - fm
     summary["distil_over_teacher"] = dm / t_test
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path("benchmarks/results/distil_vs_finetune.json").write_text(json.dumps(summary, indent=2))
+    Path(f"benchmarks/results/{args.section.replace('-', '_')}.json").write_text(json.dumps(summary, indent=2))
 
     lines = [
         "```",
         f"HF_HUB_OFFLINE=1 python benchmarks/distil_vs_finetune.py --config {args.config} --seeds "
         + " ".join(map(str, args.seeds))
-        + (" --grid" if args.grid else ""),
+        + (" --grid" if args.grid else "")
+        + (f" --out {args.out}" if args.out != "runs/bench" else "")
+        + (f" --teacher-run {args.teacher_run}" if args.teacher_run else "")
+        + (f" --finetune-from {args.finetune_from}" if args.finetune_from else "")
+        + (f" --distil '{args.distil}'" if distil_over else ""),
         "```",
         "",
         f"Bundled WNUT-16 split (seed 13: 1,915 / 239 / 240 tweets), 2-core CPU, one teacher, "
@@ -118,7 +149,7 @@ def main() -> None:
         "",
         "| model | params | dev F1 | test F1 | train time / run |",
         "|---|---|---|---|---|",
-        f"| teacher: Flair BiLSTM-CRF, frozen MiniLM-L6 embeddings | {teacher.get('params', 0) / 1e6:.1f}M | "
+        f"| teacher: {describe(teacher)} | {teacher.get('params', 0) / 1e6:.1f}M | "
         f"{t_dev:.4f} | {t_test:.4f} | {teacher.get('train_seconds', 0):.0f} s |",
     ]
     for name, label in (("finetune", "student fine-tuned on gold (baseline)"), ("distil", "student distilled")):
@@ -139,8 +170,9 @@ def main() -> None:
         lines += ["", f"Alpha settings tried (T = 2, seed {args.seeds[0]}; chosen on dev F1):", "",
                   "| alpha_ce | alpha_kd | dev F1 | test F1 |", "|---|---|---|---|"]  # fmt: skip
         lines += [f"| {g['alpha_ce']} | {g['alpha_kd']} | {g['dev_f1']:.4f} | {g['test_f1']:.4f} |" for g in grid]
-    update_section("benchmarks/RESULTS.md", "distil-vs-finetune", "Distilled student vs fine-tuned student vs teacher",
-                   "\n".join(lines))  # fmt: skip
+    title = "Distilled student vs fine-tuned student vs teacher" + (
+        f" ({describe(teacher)})" if args.section != "distil-vs-finetune" else "")  # fmt: skip
+    update_section("benchmarks/RESULTS.md", args.section, title, "\n".join(lines))
     print("\n".join(lines))
 
 
