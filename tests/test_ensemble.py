@@ -94,3 +94,30 @@ def test_stacked_and_fine_tuned_teachers_load_back(spec, cli, tmp_path):
     again = [lab.probs for lab in ft.label(tagger, test, report["labels"], report["temperature"])]
     for stored, fresh in zip(_probs(out), again):
         np.testing.assert_allclose(fresh, stored, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["chars", "onehot,minilm-all"])
+def test_stacked_embeddings_concatenate_in_the_same_order_after_loading(spec, tmp_path):
+    """Regression: a loaded stack once put the one-hot part elsewhere in the word vector than in training."""
+    import torch
+    from flair.data import Dictionary
+    from flair.data import Sentence as FlairSentence
+    from flair.models import SequenceTagger
+
+    train = read_conll(CORPUS / "train.txt")
+    emb = ft.build_embeddings(spec, train, ft.to_flair(train))
+    tags = Dictionary(add_unk=False)
+    for t in ("O", "S-person", "B-person", "E-person", "I-person"):
+        tags.add_item(t)
+    tagger = SequenceTagger(hidden_size=8, embeddings=emb, tag_dictionary=tags, tag_type="ner", use_crf=True)
+    tagger.save(tmp_path / "t.pt")
+    loaded = SequenceTagger.load(tmp_path / "t.pt")
+    words = [w for s in train[:3] for w in s.tokens][:12]
+    vectors = []
+    for model in (tagger, loaded):
+        model.eval()
+        sent = FlairSentence(words)
+        with torch.no_grad():
+            model.embeddings.embed([sent])
+        vectors.append(torch.stack([tok.get_embedding(model.embeddings.get_names()) for tok in sent]))
+    torch.testing.assert_close(vectors[1], vectors[0])

@@ -135,6 +135,12 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
             parts.append(WordEmbeddings(name))
     if not parts:
         raise UserError(f"no embeddings in {spec!r}; use minilm, chars or a Flair embeddings name")
+    # Flair concatenates a word's stacked embeddings in the sorted order of their names, and a stack
+    # prefixes each name with its position ("0-one-hot-text"). OneHotEmbeddings does not save its
+    # name, so a loaded one is "one-hot-text" again: placed first, it would move from the front to
+    # the back of every word vector and the loaded tagger would read garbage. Kept last, its place
+    # is the same either way ("N-one-hot-text" and "one-hot-text" both sort after "0-", "1-"...).
+    parts.sort(key=lambda e: isinstance(e, OneHotEmbeddings))
     return parts[0] if len(parts) == 1 else StackedEmbeddings(parts)
 
 
