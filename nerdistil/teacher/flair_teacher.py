@@ -218,6 +218,7 @@ class Labelled:
 
     probs: np.ndarray
     tags: list[str]
+    decode_probs: np.ndarray | None = None  # T = 1 posteriors (for decoding an ensemble), when asked for
 
 
 SOFT_LABELS = ("posterior", "flair", "hard")
@@ -225,7 +226,7 @@ SOFT_LABELS = ("posterior", "flair", "hard")
 
 def label(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
-    batch_size: int = 32, kind: str = "posterior",
+    batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False,
 ) -> Iterator[Labelled]:  # fmt: skip
     """Yield soft labels and Viterbi tags for each sentence, in input order.
 
@@ -233,7 +234,9 @@ def label(
     (taggers without a CRF: softmax(emissions / T)); ``flair``, Flair's own
     ``return_probabilities_for_all_classes`` scores (a softmax over Viterbi max-scores, not a
     posterior), sharpened or flattened to ``temperature`` as p^(1/T); ``hard``, the one-hot
-    Viterbi path. Batches are sorted longest first because Flair packs sequences.
+    Viterbi path. ``decode_probs`` also returns the posteriors at T = 1 (an ensemble decodes
+    through their mean: at T > 1 the flatter posteriors would over-predict entities). Batches are
+    sorted longest first because Flair packs sequences.
     """
     if kind not in SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
@@ -254,14 +257,18 @@ def label(
                 stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
                 start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
                 marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
+                marg1 = marg if temperature == 1 else crf_marginals(features, lengths, start_idx, transitions[stop])
                 decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
                 paths = [[tag for tag, _ in sent] for sent in decoded]
             else:
                 flat = torch.softmax(scores / temperature, dim=-1)
+                flat1 = torch.softmax(scores, dim=-1)
                 marg = torch.zeros(len(batch), int(max(lengths)), flat.shape[-1])
+                marg1 = torch.zeros_like(marg)
                 paths, offset = [], 0
                 for b, n in enumerate(lengths.tolist()):
                     marg[b, :n] = flat[offset : offset + n]
+                    marg1[b, :n] = flat1[offset : offset + n]
                     paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
                     offset += n
             if kind == "flair" and tagger.use_crf:
@@ -280,9 +287,11 @@ def label(
                     for t, tag in enumerate(path):
                         marg[b, t, index[tag]] = 1.0
             probs = project(marg, proj).cpu().numpy()
+            probs1 = project(marg1, proj).cpu().numpy() if decode_probs else None
             for b, i in enumerate(idx):
                 n = len(sentences[i])
-                results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]])
+                results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]],
+                                      None if probs1 is None else probs1[b, :n].astype(np.float32))  # fmt: skip
             for s in batch:
                 s.clear_embeddings()
             while nxt in results:  # yield in input order as soon as possible

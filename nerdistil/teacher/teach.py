@@ -163,21 +163,22 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
 
     At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
     file of any size runs in bounded memory. One tagger: its CRF posteriors and Viterbi path; several:
-    the mean of their posteriors and the best valid BIO path through it.
+    the mean of their posteriors and the best valid BIO path through the mean of their T = 1 posteriors.
     """
     it = iter(sentences)
     while True:
         batch = [s for _, s in zip(range(chunk), it)]
         if not batch:
             return
-        per_member = [list(ft.label(t, batch, labels, temperature, kind=kind)) for t in taggers]
+        many = len(taggers) > 1
+        per_member = [list(ft.label(t, batch, labels, temperature, kind=kind, decode_probs=many)) for t in taggers]
         for i, sent in enumerate(batch):
             outs = [m[i] for m in per_member]
             if len(outs) == 1:
                 probs, tags = outs[0].probs, outs[0].tags
             else:
                 probs = average([o.probs for o in outs])
-                tags = decode_posteriors(probs, labels)
+                tags = decode_posteriors(average([o.decode_probs for o in outs]), labels)
             yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
 
 
@@ -300,7 +301,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             "splits": {k: v.num_rows for k, v in stored.items()},
             "max_row_sum_error": max(softlabels.max_row_error(v) for v in stored.values()),
             "viterbi_posterior_argmax_agreement": agreement,
-            "decoding": "CRF Viterbi" if n == 1 else f"best valid BIO path through the mean of {n} members' posteriors",
+            "decoding": "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors",
             "reused_chunks": reused,
         }
         shutil.rmtree(tmp / "members", ignore_errors=True)  # resume bookkeeping; the report holds the same
