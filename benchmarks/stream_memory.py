@@ -4,9 +4,11 @@
 
 Writes synthetic tweets (lengths drawn from the bundled training tweets' length distribution, words
 drawn from their vocabulary), labels each file with the given teacher in its own process and
-records that process's peak resident memory (``ru_maxrss`` of the child). If the labeller held the
-file, its soft labels or its rows in memory, the peak would grow with the line count; streaming
-keeps it flat. Writes ``benchmarks/results/stream_memory.json`` and a section of ``RESULTS.md``.
+records that process's peak resident memory (``ru_maxrss`` of the child). That peak counts
+file-backed pages of the memory-mapped Arrow files the process reads back (joining the chunks,
+writing the shards, the row-sum check) as well as its own (anonymous) memory, so it is an upper
+bound on what the labeller holds. Writes ``benchmarks/results/stream_memory.json`` and a section
+of ``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ def main() -> None:
         "",
         "Synthetic tweets shaped like the bundled training tweets, labelled by the default MiniLM BiLSTM-CRF teacher "
         "(`nerdistil teach --teacher ... --unlabeled FILE`, which also labels the gold splits). Peak RSS is the whole "
-        "`teach` process's (the teacher, MiniLM and Python included); the soft labels are float32 words x 21 labels.",
+        "`teach` process's (the teacher, MiniLM and Python included); the soft labels are float32 words x 21 labels. "
+        "It includes the file-backed pages of the memory-mapped Arrow files the process reads back after labelling "
+        "(joining the chunks, writing the shards, checking every row), which the kernel can drop; the growth with "
+        "the file is about 3x the soft-label size and has not yet been split into anonymous and file-backed memory.",
         "",
         "| lines | file MB | peak RSS MB | soft labels on disk MB | shards | time |",
         "|---|---|---|---|---|---|",
