@@ -257,18 +257,21 @@ def label(
                 stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
                 start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
                 marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
-                marg1 = marg if temperature == 1 else crf_marginals(features, lengths, start_idx, transitions[stop])
+                marg1 = marg
+                if decode_probs and temperature != 1:  # a second forward-backward only when asked for
+                    marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
                 decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
                 paths = [[tag for tag, _ in sent] for sent in decoded]
             else:
                 flat = torch.softmax(scores / temperature, dim=-1)
-                flat1 = torch.softmax(scores, dim=-1)
+                flat1 = torch.softmax(scores, dim=-1) if decode_probs else flat
                 marg = torch.zeros(len(batch), int(max(lengths)), flat.shape[-1])
-                marg1 = torch.zeros_like(marg)
+                marg1 = torch.zeros_like(marg) if decode_probs else marg
                 paths, offset = [], 0
                 for b, n in enumerate(lengths.tolist()):
                     marg[b, :n] = flat[offset : offset + n]
-                    marg1[b, :n] = flat1[offset : offset + n]
+                    if decode_probs:
+                        marg1[b, :n] = flat1[offset : offset + n]
                     paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
                     offset += n
             if kind == "flair" and tagger.use_crf:

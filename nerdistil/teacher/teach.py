@@ -111,14 +111,13 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
             tmp: Path):  # fmt: skip
     """Load member k from its file, or train it (seed + k); returns (tagger, report entry)."""
     done = tmp / "members" / f"{k}.json"
+    earlier = json.loads(done.read_text()) if done.is_file() else None
     if files:
         tagger = ft.load_teacher(files[k], cfg.trust_teacher)
         info = {"file": str(Path(files[k]).resolve()), "sha256": trust.sha256(files[k]), "trained": False}
-    elif (
-        done.is_file()
-        and trust.sha256(tmp / json.loads(done.read_text())["file"]) == json.loads(done.read_text())["sha256"]
-    ):  # an interrupted run trained this member already: this run wrote the file, so it is trusted
-        info = json.loads(done.read_text())
+    elif earlier and trust.sha256(tmp / earlier["file"]) == earlier["sha256"]:
+        # an interrupted run trained this member already: this run wrote the file, so it is trusted
+        info = earlier
         tagger = ft.load_teacher(tmp / info["file"], trust=True)
         log.info("resume: reusing trained member %d (%s)", k + 1, info["file"])
     else:
