@@ -76,14 +76,18 @@ def main() -> None:
 
     rows = []  # every configuration with at least one finished run, in CONFIGS order
     for name, (desc, over) in CONFIGS.items():
-        reps = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob(f"{name}_s*/report.json"))]
-        for r, p in zip(reps, sorted(Path(args.out).glob(f"{name}_s*/report.json"))):
+        paths = sorted(Path(args.out).glob(f"{name}_s*/report.json"))
+        reps = [json.loads(p.read_text()) for p in paths]
+        rescored = False
+        for r, p in zip(reps, paths):
             # an ensemble trained before its decoding changed, relabelled from its own member files
             # (`nerdistil teach --teacher M1 --teacher M2 ...`): the scores of the current code
             again = Path(args.rescored) / p.parent.name / "report.json"
             if again.is_file():
                 r["scores"] = json.loads(again.read_text())["scores"]
-                desc = desc + " [scores: members relabelled with `teach --teacher` x N]"
+                rescored = True
+        if rescored:
+            desc += " [scores: members relabelled with `teach --teacher` x N]"
         if reps:
             rows.append({"name": name, "description": desc, "overrides": over, "seeds": [r["seed"] for r in reps],
                          "dev_f1": [r["scores"]["dev"]["f1"] for r in reps],
