@@ -41,6 +41,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "ensemble of 3 minilm-all BiLSTM-CRFs (mean posteriors)",
         {"embeddings": "minilm-all", "ensemble": 3},
     ),  # fmt: skip
+    "mpnet-all": (
+        "BiLSTM-CRF, frozen all-mpnet-base-v2 (12 layers, 768 wide; `benchmarks/fetch_mpnet.py`), mean of all layers",
+        {"embeddings": "data/models/all-mpnet-base-v2@all"},
+    ),  # fmt: skip
     "ens3-chars+minilm-all": (
         "ensemble of 3 chars+minilm-all BiLSTM-CRFs (mean posteriors)",
         {"embeddings": "chars,minilm-all", "ensemble": 3},

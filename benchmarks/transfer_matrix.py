@@ -133,10 +133,16 @@ def main() -> None:
             "distilled: Flair's all-class scores (T = 1)": ("soft_flair", {"temperature": 1.0, "soft_labels": "flair"}),
             "distilled: hard teacher labels (one-hot Viterbi)": ("soft_hard", {"soft_labels": "hard"}),
         }
-        for name, (folder, over) in variants.items():
+        for folder, over in variants.values():
             teach(args.config, mat / folder, corpus=str(corpus), teacher=teacher_file, trust_teacher=True, **over)
-            add("students", name, [student(args.config, "distil", mat / f"{folder}_distil_s{s}", s,
-                                           soft_labels=str(mat / folder)) for s in vseeds])  # fmt: skip
+        # seed-major, so an interrupted run leaves every variant with the same seeds done
+        done: dict[str, list[dict]] = {name: [] for name in variants}
+        for s in vseeds:
+            for name, (folder, _) in variants.items():
+                done[name].append(student(args.config, "distil", mat / f"{folder}_distil_s{s}", s,
+                                          soft_labels=str(mat / folder)))  # fmt: skip
+        for name, reports in done.items():
+            add("students", name, reports)
 
     # 4. low resource
     if "low" not in args.skip:
@@ -175,7 +181,7 @@ def main() -> None:
              "deviation over the seeds in the *n* column (student seeds: data order and head initialisation; one "
              "teacher per row). Per-type F1 for the three most frequent test types. Train time on the 2-core CPU, "
              "per run.", "",
-             f"| row | n | dev F1 | test F1 | {' | '.join(types)} F1 | train time |",
+             f"| row | n | dev F1 | test F1 | {' | '.join(t + ' F1' for t in types)} | train time |",
              "|---|---|---|---|" + "---|" * len(types) + "---|"]  # fmt: skip
     titles = {"teachers": "**Teachers**", "students": "**Students (6-layer MiniLM, full gold)**",
               "low": f"**Low resource: {int(args.share * 100)}% gold**"}  # fmt: skip

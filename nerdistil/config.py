@@ -37,7 +37,7 @@ class TeachConfig:
     out: str = "runs/teacher"
     teacher: str | list[str] | None = None  # existing Flair tagger file(s); several are an ensemble
     trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
-    embeddings: str = "minilm"  # comma-separated parts, stacked: minilm, minilm-all, minilm-ft, chars, onehot...
+    embeddings: str = "minilm"  # comma-separated, stacked: minilm, minilm-all, minilm-ft, chars, onehot, PATH@all...
     ensemble: int = 1  # train N taggers (seeds seed..seed+N-1) and average their CRF posteriors
     epochs: int = 20
     hidden_size: int = 256

@@ -122,3 +122,40 @@ def test_stacked_embeddings_concatenate_in_the_same_order_after_loading(spec, tm
             model.embeddings.embed([sent])
         vectors.append(torch.stack([tok.get_embedding(model.embeddings.get_names()) for tok in sent]))
     torch.testing.assert_close(vectors[1], vectors[0])
+
+
+def test_any_transformer_folder_is_a_frozen_teacher_encoder_with_a_layer_choice(tiny_student):
+    """`PATH@all` averages every layer of the user's model (here a tiny BERT folder), `PATH@-1` takes the last."""
+    import torch
+    from flair.data import Sentence as FlairSentence
+    from transformers import AutoModel, AutoTokenizer
+
+    words = ["obama", "visits", "london"]  # one subword each in the tiny WordPiece vocabulary
+    tok = AutoTokenizer.from_pretrained(tiny_student)
+    with torch.no_grad():
+        hidden = AutoModel.from_pretrained(tiny_student)(
+            **tok(words, is_split_into_words=True, return_tensors="pt"), output_hidden_states=True
+        ).hidden_states  # embedding output + 2 layers
+    word_ids = tok(words, is_split_into_words=True).word_ids()
+    firsts = [word_ids.index(i) for i in range(len(words))]
+    for suffix, expected in (("@all", torch.stack(hidden).mean(0)[0]), ("", hidden[-1][0])):
+        emb = ft.build_embeddings(f"{tiny_student}{suffix}", [], [])
+        assert emb.embedding_length == 32 and not emb.fine_tune
+        emb.eval()
+        sent = FlairSentence(words)
+        emb.embed([sent])
+        got = torch.stack([t.get_embedding() for t in sent])
+        torch.testing.assert_close(got, expected[firsts], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [("./no/such/model@all", "not a transformer folder"), ("roberta-large@last", "bad layers")],
+)
+def test_bad_transformer_parts_are_one_line_errors(part, message):
+    from nerdistil.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        ft.transformer_part(part)
+    assert ft.transformer_part("sentence-transformers/all-mpnet-base-v2@all") == (
+        "sentence-transformers/all-mpnet-base-v2", "all")  # fmt: skip

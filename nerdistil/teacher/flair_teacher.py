@@ -88,13 +88,32 @@ def fine_tuned(spec: str) -> bool:
     return any(p.strip() in MINILM and MINILM[p.strip()][1] for p in spec.split(","))
 
 
+def transformer_part(part: str) -> tuple[str, str]:
+    """``NAME_OR_PATH[@all|@LAYERS]`` -> (name or path, Flair ``layers``): a frozen transformer of the user's.
+
+    ``@all`` averages the embedding output and every layer (as ``minilm-all`` does), ``@-1,-2`` the
+    listed layers; without a suffix it is the last layer. A folder is checked here, so a typo is a
+    one-line error rather than a hub lookup.
+    """
+    path, _, layers = part.partition("@")
+    layers = layers or "-1"
+    if layers != "all" and not all(x.strip().lstrip("-").isdigit() for x in layers.split(",")):
+        raise UserError(f"bad layers {layers!r} in embeddings part {part!r}; use @all or @-1,-2 (layer indices)")
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if looks_local and not (Path(path).expanduser() / "config.json").is_file():
+        raise UserError(f"{path} is not a transformer folder (no config.json); give a model folder or a hub name")
+    return (str(Path(path).expanduser()) if looks_local else path), layers
+
+
 def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     """Flair token embeddings from a spec.
 
     The spec is comma-separated ``minilm``, ``minilm-all``, ``minilm-ft`` (see ``MINILM``),
     ``chars`` (corpus word embeddings learned from scratch plus a character LSTM), ``onehot``
     (the corpus word embeddings alone), a Flair word-embedding name (``glove``, ``twitter``…),
-    a Flair LM (``news-forward``) or any transformer name/path. Several parts are stacked.
+    a Flair LM (``news-forward``) or any transformer name/path, frozen, with an optional layer
+    choice (``roberta-large@all``, ``data/models/all-mpnet-base-v2@all``; see ``transformer_part``).
+    Several parts are stacked.
     Names other than the built-in ones need the network or Flair's cache.
     """
     from flair.data import Corpus
@@ -129,8 +148,10 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
                 parts.append(CharacterEmbeddings(path_to_char_dict=char_dictionary(train)))
         elif name.endswith(("-forward", "-backward", "-fast")):
             parts.append(FlairEmbeddings(name))
-        elif Path(name).exists() or "/" in name or "-" in name:
-            parts.append(TransformerWordEmbeddings(name, layers="-1", subtoken_pooling="first", fine_tune=False))
+        elif Path(name).exists() or "/" in name or "-" in name or "@" in name:
+            path, layers = transformer_part(name)
+            parts.append(TransformerWordEmbeddings(path, layers=layers, layer_mean=True, subtoken_pooling="first",
+                                                   fine_tune=False, allow_long_sentences=True))  # fmt: skip
         else:
             parts.append(WordEmbeddings(name))
     if not parts:
