@@ -34,7 +34,8 @@ def describe(teacher: dict) -> str:
     """A teacher's embeddings and ensemble size, from its report."""
     t = teacher.get("teacher", {})
     names = {"minilm": "frozen MiniLM-L6 last layer", "minilm-all": "frozen MiniLM-L6, mean of all layers",
-             "minilm-ft": "fine-tuned MiniLM-L6"}  # fmt: skip
+             "minilm-ft": "fine-tuned MiniLM-L6", "mpnet-all": "frozen all-mpnet-base-v2 (110M), mean of all layers",
+             "data/models/all-mpnet-base-v2@all": "frozen all-mpnet-base-v2 (110M), mean of all layers"}  # fmt: skip
     emb = names.get(t.get("embeddings"), t.get("embeddings", "loaded file"))
     n = teacher.get("ensemble", 1)
     return f"Flair BiLSTM-CRF, {emb}" + (f", ensemble of {n}" if n > 1 else "")
@@ -66,6 +67,8 @@ def main() -> None:
     )
     ap.add_argument("--distil", default="{}", help="JSON overrides of the distil section, e.g. "
                     "'{\"kd_class_weights\": true}'")  # fmt: skip
+    ap.add_argument("--student", default="{}", help="JSON overrides of both the finetune and distil sections, "
+                    "e.g. '{\"student_layers\": 4}' (a 4-layer student, both ways)")  # fmt: skip
     ap.add_argument("--section", default="distil-vs-finetune", help="RESULTS.md section (and results JSON name)")
     args = ap.parse_args()
 
@@ -82,12 +85,13 @@ def main() -> None:
     else:
         teacher = run_teach(teach_cfg)
     soft = str(teacher_dir)
-    distil_over = json.loads(args.distil)
+    student_over = json.loads(args.student)
+    distil_over = {**student_over, **json.loads(args.distil)}
 
     rows: dict[str, list[dict]] = {"finetune": [], "distil": []}
     for seed in args.seeds:
         ft_dir = Path(args.finetune_from or out) / f"finetune_s{seed}"
-        rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft))
+        rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft, **student_over))
         rows["distil"].append(student(args.config, "distil", out / f"distil_s{seed}", seed, soft_labels=soft,
                                       **distil_over))  # fmt: skip
 
@@ -141,7 +145,8 @@ def main() -> None:
         + (f" --out {args.out}" if args.out != "runs/bench" else "")
         + (f" --teacher-run {args.teacher_run}" if args.teacher_run else "")
         + (f" --finetune-from {args.finetune_from}" if args.finetune_from else "")
-        + (f" --distil '{args.distil}'" if distil_over else ""),
+        + (f" --student '{args.student}'" if student_over else "")
+        + (f" --distil '{args.distil}'" if json.loads(args.distil) else ""),
         "```",
         "",
         f"Bundled WNUT-16 split (seed 13: 1,915 / 239 / 240 tweets), 2-core CPU, one teacher, "
@@ -152,7 +157,9 @@ def main() -> None:
         f"| teacher: {describe(teacher)} | {teacher.get('params', 0) / 1e6:.1f}M | "
         f"{t_dev:.4f} | {t_test:.4f} | {teacher.get('train_seconds', 0):.0f} s |",
     ]
-    for name, label in (("finetune", "student fine-tuned on gold (baseline)"), ("distil", "student distilled")):
+    size = f"{student_over['student_layers']}-layer " if "student_layers" in student_over else ""
+    for name, label in (("finetune", f"{size}student fine-tuned on gold (baseline)"),
+                        ("distil", f"{size}student distilled")):  # fmt: skip
         s = summary[name]
         lines.append(f"| {label} | {s['params'] / 1e6:.1f}M | {mean_sd(s['dev_f1'])} | {mean_sd(s['test_f1'])} | "
                      f"{statistics.mean(s['train_seconds']):.0f} s |")  # fmt: skip
