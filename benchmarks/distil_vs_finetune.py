@@ -89,10 +89,11 @@ def main() -> None:
     distil_over = {**student_over, **json.loads(args.distil)}
 
     rows: dict[str, list[dict]] = {"finetune": [], "distil": []}
+    layers = str(student_over.get("student_layers", ""))  # finetune4_s13: the name latency.py gives it too
     for seed in args.seeds:
-        ft_dir = Path(args.finetune_from or out) / f"finetune_s{seed}"
+        ft_dir = Path(args.finetune_from or out) / f"finetune{layers}_s{seed}"
         rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft, **student_over))
-        rows["distil"].append(student(args.config, "distil", out / f"distil_s{seed}", seed, soft_labels=soft,
+        rows["distil"].append(student(args.config, "distil", out / f"distil{layers}_s{seed}", seed, soft_labels=soft,
                                       **distil_over))  # fmt: skip
 
     grid = []
