@@ -137,3 +137,21 @@ def test_label_mismatch_lists_both_sets(taught, cli, tmp_path):
     (other / "train.txt").write_text("Star B-movie\nWars I-movie\n")
     code, _, err = cli("teach", "--corpus", other, "--out", tmp_path / "o", "--teacher", out / "teacher.pt")
     assert code == 2 and "B-movie" in err and "S-person" in err
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """A typo in a shipped config (an unknown key, a bad value) is caught here, not in a user's run."""
+    from nerdistil import config as cfgmod
+    from nerdistil.pipeline import RunConfig
+
+    classes = {"run": RunConfig, "teach": cfgmod.TeachConfig, "finetune": cfgmod.StudentConfig,
+               "distil": cfgmod.StudentConfig}  # fmt: skip
+    import yaml
+
+    sections = yaml.safe_load(path.read_text())
+    for section, cls in classes.items():
+        if section in sections:
+            cfgmod.load(cls, path, section)
+    if "teach" not in sections and "run" not in sections:  # a flat teach file
+        cfgmod.load(cfgmod.TeachConfig, path, "teach")
