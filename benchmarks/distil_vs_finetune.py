@@ -37,7 +37,10 @@ def describe(teacher: dict) -> str:
     names = {"minilm": "frozen MiniLM-L6 last layer", "minilm-all": "frozen MiniLM-L6, mean of all layers",
              "minilm-ft": "fine-tuned MiniLM-L6", "mpnet-all": "frozen all-mpnet-base-v2 (110M), mean of all layers",
              "data/models/all-mpnet-base-v2@all": "frozen all-mpnet-base-v2 (110M), mean of all layers"}  # fmt: skip
-    emb = names.get(t.get("embeddings"), t.get("embeddings")) or f"loaded from {os.path.relpath(Path(t.get('file', '?')).parent)}"
+    emb = (
+        names.get(t.get("embeddings"), t.get("embeddings"))
+        or f"loaded from {os.path.relpath(Path(t.get('file', '?')).parent)}"
+    )
     n = teacher.get("ensemble", 1)
     return f"Flair BiLSTM-CRF, {emb}" + (f", ensemble of {n}" if n > 1 else "") + f", T = {teacher['temperature']:g}"
 
