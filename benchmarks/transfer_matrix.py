@@ -15,7 +15,9 @@ Rows (bundled WNUT-16 split, offline default models, the same test split for eve
 5. student size: 6-, 4- and 3-layer students with their batch-1 latency, from
    ``benchmarks/results/latency.json`` (``benchmarks/latency.py``).
 
-Every finished run is reused, so the script can be rerun to add seeds. Writes
+Every finished run is reused, so the script can be rerun to add seeds. A row whose runs are not on
+this machine (run folders are not committed) is carried from the previous
+``benchmarks/results/transfer_matrix.json`` and marked, never recomputed from nothing. Writes
 ``benchmarks/results/transfer_matrix.json`` and the matrix section of ``benchmarks/RESULTS.md``.
 """
 
@@ -105,10 +107,15 @@ def main() -> None:
     types = [t for t, _ in Counter(t[2:] for s in read_conll(corpus / "test.txt") for t in s.tags
                                    if t.startswith("B-")).most_common(3)]  # fmt: skip
     rows: list[dict] = []
+    results = Path("benchmarks/results/transfer_matrix.json")
+    previous = json.loads(results.read_text())["rows"] if results.is_file() else []
+    earlier = {(r["section"], r["name"]): r for r in previous}
 
     def add(section: str, name: str, reports: list[dict], note: str = "") -> None:
         if reports:
             rows.append({"section": section, "name": name, "note": note, **summarize(reports, types)})
+        elif (section, name) in earlier:  # its runs are gone: keep the earlier measurement, marked
+            rows.append({**earlier[(section, name)], "carried": True})
 
     # 1. teachers
     add("teachers", "teacher: BiLSTM-CRF, frozen MiniLM (the default)", [json.loads((bench / "teacher" /
@@ -171,8 +178,12 @@ def main() -> None:
             if r["batch_size"] == 1 and r["padding"] in ("dynamic", None):
                 size_rows.append(r)
 
+    names = {(r["section"], r["name"]) for r in rows}
+    for r in previous:  # rows of sections skipped this time
+        if (r["section"], r["name"]) not in names:
+            rows.append({**r, "carried": True})
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path("benchmarks/results/transfer_matrix.json").write_text(json.dumps({"rows": rows, "types": types}, indent=2))
+    results.write_text(json.dumps({"rows": rows, "types": types}, indent=2))
     cmd = (f"HF_HUB_OFFLINE=1 python benchmarks/transfer_matrix.py --seeds {' '.join(map(str, args.seeds))}"
            + (f" --variant-seeds {' '.join(map(str, vseeds))}" if args.variant_seeds else "")
            + (f" --low-teacher '{args.low_teacher}'" if args.low_teacher else ""))  # fmt: skip
@@ -180,7 +191,8 @@ def main() -> None:
              "Entity-level micro F1 (seqeval default mode) on the bundled test split (240 tweets), mean ± standard "
              "deviation over the seeds in the *n* column (student seeds: data order and head initialisation; one "
              "teacher per row). Per-type F1 for the three most frequent test types. Train time on the 2-core CPU, "
-             "per run.", "",
+             "per run. Rows marked † were measured by an earlier run of this command whose run folders are not "
+             "on the machine that wrote this table; they are carried over unchanged.", "",
              f"| row | n | dev F1 | test F1 | {' | '.join(t + ' F1' for t in types)} | train time |",
              "|---|---|---|---|" + "---|" * len(types) + "---|"]  # fmt: skip
     titles = {"teachers": "**Teachers**", "students": "**Students (6-layer MiniLM, full gold)**",
@@ -190,7 +202,8 @@ def main() -> None:
         if sec:
             lines.append(f"| {titles[section]} | | | | " + "| " * len(types) + "|")
         for r in sec:
-            lines.append(f"| {r['name']} | {r['n']} | {fmt(r['dev_f1'])} | {fmt(r['test_f1'])} | "
+            mark = " †" if r.get("carried") else ""
+            lines.append(f"| {r['name']}{mark} | {r['n']} | {fmt(r['dev_f1'])} | {fmt(r['test_f1'])} | "
                          + " | ".join(fmt(r["per_type"][t]) for t in types)
                          + f" | {statistics.mean(r['train_seconds']) / 60:.1f} min |")  # fmt: skip
     if size_rows:

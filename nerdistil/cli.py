@@ -54,6 +54,38 @@ def data_wnut16(
     console.print(f"wrote {out_dir}: " + ", ".join(f"{k} {v} tweets" for k, v in counts.items()), soft_wrap=True)
 
 
+@data_app.command("augment")
+def data_augment(
+    train_file: Annotated[Path, typer.Argument(help="Gold CoNLL file to make transfer tweets from (e.g. train.txt).")],
+    out_file: Annotated[Path, typer.Argument(help="Raw tweets out, one a line (words joined by spaces).")],
+    copies: Annotated[int, typer.Option(help="Changed versions of every gold tweet.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 13,
+    p_mention: Annotated[float, typer.Option(help="Chance that a mention is swapped for another of its type.")] = 0.5,
+    p_word: Annotated[float, typer.Option(help="Chance that a word outside entities is swapped for another.")] = 0.1,
+    conll: Annotated[
+        Optional[Path], typer.Option(help="Also write the made tweets with the tags the swaps imply (CoNLL).")
+    ] = None,
+) -> None:
+    """Make transfer tweets from gold ones (mention and word swaps) for `teach --unlabeled --pretokenized`."""
+    from nerdistil.data.augment import augment
+    from nerdistil.data.conll import read_conll, write_conll
+
+    if copies < 1:
+        raise UserError(f"--copies must be at least 1, got {copies}")
+    for name, p in (("--p-mention", p_mention), ("--p-word", p_word)):
+        if not 0.0 <= p <= 1.0:
+            raise UserError(f"{name} must be in [0, 1], got {p}")
+    gold = read_conll(train_file)
+    made = list(augment(gold, copies, seed, p_mention, p_word))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".partial")  # never a half-written file under the final name
+    tmp.write_text("".join(" ".join(s.tokens) + "\n" for s in made), encoding="utf-8")
+    os.replace(tmp, out_file)
+    if conll:
+        write_conll(conll, made)
+    console.print(f"wrote {out_file}: {len(made)} transfer tweets from {len(gold)} gold ones", soft_wrap=True)
+
+
 @app.command()
 def teach(
     corpus: Annotated[Optional[Path], typer.Option(help="Folder with train.txt, dev.txt, test.txt (CoNLL).")] = None,
@@ -72,7 +104,7 @@ def teach(
             help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen last layer), minilm-all (frozen, "
             "mean of all layers), minilm-ft (fine-tuned with the tagger), chars (corpus word embeddings + "
             "character LSTM), onehot, mpnet / mpnet-all (all-mpnet-base-v2, 110M, frozen; pip install "
-            "'nerdistil[mpnet]'), a Flair embeddings name, or any transformer folder or hub name, frozen, with an "
+            "'nerdistil\\[mpnet]'), a Flair embeddings name, or any transformer folder or hub name, frozen, with an "
             "optional layer choice (roberta-large@all: mean of all layers; PATH@-1,-2); comma-separate to stack."
         ),
     ] = None,  # fmt: skip
@@ -92,6 +124,14 @@ def teach(
     unlabeled: Annotated[
         Optional[Path], typer.Option(help="Raw tweets, one a line, to label as extra teacher-only data.")
     ] = None,
+    pretokenized: Annotated[
+        bool,
+        typer.Option(
+            "--pretokenized",
+            help="The --unlabeled lines are words already, separated by spaces (the output of `nerdistil data "
+            "augment`): split on whitespace instead of tokenizing them as tweets.",
+        ),
+    ] = False,
     seed: SeedOpt = None,
     repair_tags: RepairOpt = False,
     overwrite: OverwriteOpt = False,
@@ -115,7 +155,7 @@ def teach(
         {"corpus": _s(corpus), "out": _s(out), "teacher": [str(t) for t in teacher] if teacher else None,
          "embeddings": embeddings, "ensemble": ensemble, "epochs": epochs,
          "temperature": temperature, "soft_labels": soft_labels, "unlabeled": _s(unlabeled), "seed": seed,
-         "data.repair_tags": repair_tags or None,
+         "pretokenized": pretokenized or None, "data.repair_tags": repair_tags or None,
          "overwrite": overwrite or None, "resume": resume or None, "trust_teacher": trust_teacher or None},
     )  # fmt: skip
     report = run_teach(cfg)

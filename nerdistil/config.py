@@ -50,6 +50,7 @@ class TeachConfig:
     temperature: float = 2.0
     soft_labels: str = "posterior"  # posterior (CRF forward-backward), flair (Flair's all-class scores) or hard
     unlabeled: str | None = None  # raw tweets (one a line), streamed through the teacher into Arrow shards
+    pretokenized: bool = False  # unlabeled lines are space-separated words (data augment's output), not raw tweets
     shard_size: str = "200MB"  # largest soft-label shard on disk
     label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
     resume: bool = False  # continue an interrupted run: reuse its trained members and labelled chunks

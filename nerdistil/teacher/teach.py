@@ -47,12 +47,13 @@ def read_corpus(cfg: TeachConfig) -> dict[str, list[Sentence]]:
     }
 
 
-def read_unlabeled(path: str | Path) -> Iterator[Sentence]:
+def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator[Sentence]:
     """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
 
     The file is read line by line, never whole, so it may be far larger than memory. Output of
-    ``nerdistil preprocess`` (one clean tweet a line) is read the same way. Each sentence keeps its
-    1-based line number.
+    ``nerdistil preprocess`` (one clean tweet a line) is read the same way; ``pretokenized`` lines
+    (``nerdistil data augment``) are split on whitespace, keeping their words exactly. Each sentence
+    keeps its 1-based line number.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,7 +65,7 @@ def read_unlabeled(path: str | Path) -> Iterator[Sentence]:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise UserError(f"invalid UTF-8 ({e.reason}); re-encode the file as UTF-8", path, lineno) from None
-            tokens = tokenize(line)
+            tokens = line.split() if pretokenized else tokenize(line)
             if tokens:
                 seen += 1
                 yield Sentence(tokens, None, lineno)
@@ -189,6 +190,7 @@ def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) 
         "temperature": cfg.temperature,
         "soft_labels": cfg.soft_labels,
         "label_chunk": cfg.label_chunk,
+        "pretokenized": cfg.pretokenized,
         "files": {
             str(p): trust.sha256(p)
             for p in [corpus / f"{s}.txt" for s in SPLITS] + ([Path(cfg.unlabeled)] if cfg.unlabeled else [])
@@ -213,7 +215,8 @@ def run_teach(cfg: TeachConfig) -> dict:
     labels = bio_labels(entity_types(s for part in corpus.values() for s in part))
     label2id = {label: i for i, label in enumerate(labels)}
     if cfg.unlabeled:
-        next(read_unlabeled(cfg.unlabeled))  # fails now (missing, not UTF-8, empty), before any training
+        # fails now (missing, not UTF-8, empty), before any training
+        next(read_unlabeled(cfg.unlabeled, cfg.pretokenized))
     files = teacher_files(cfg)
     n = len(files) or cfg.ensemble
     if n < 1:
@@ -240,7 +243,7 @@ def run_teach(cfg: TeachConfig) -> dict:
         parts: dict[str, Iterable[Sentence]] = dict(corpus)
         totals = {name: len(sents) for name, sents in corpus.items()}
         if cfg.unlabeled:
-            parts["unlabeled"] = read_unlabeled(cfg.unlabeled)
+            parts["unlabeled"] = read_unlabeled(cfg.unlabeled, cfg.pretokenized)
             totals["unlabeled"] = count_lines(cfg.unlabeled)
         scores, reused = {}, 0
         for m in members:
