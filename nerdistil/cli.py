@@ -67,7 +67,7 @@ def data_augment(
     ] = None,
 ) -> None:
     """Make transfer tweets from gold ones (mention and word swaps) for `teach --unlabeled --pretokenized`."""
-    from nerdistil.data.augment import augment
+    from nerdistil.data.augment import augment, write_pretokenized
     from nerdistil.data.conll import read_conll, write_conll
 
     if copies < 1:
@@ -77,10 +77,7 @@ def data_augment(
             raise UserError(f"{name} must be in [0, 1], got {p}")
     gold = read_conll(train_file)
     made = list(augment(gold, copies, seed, p_mention, p_word))
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".partial")  # never a half-written file under the final name
-    tmp.write_text("".join(" ".join(s.tokens) + "\n" for s in made), encoding="utf-8")
-    os.replace(tmp, out_file)
+    write_pretokenized(out_file, made)
     if conll:
         write_conll(conll, made)
     console.print(f"wrote {out_file}: {len(made)} transfer tweets from {len(gold)} gold ones", soft_wrap=True)

@@ -31,6 +31,7 @@ class RunConfig:
     corpus: str = "data/wnut16"
     wnut16: bool = True  # write the bundled WNUT-16 split into ``corpus`` if it is not there yet
     split_seed: int = 13
+    augment_copies: int = 0  # > 0: the teacher also labels this many made versions of each training tweet
     overwrite: bool = False
 
 
@@ -65,7 +66,7 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
     rows: list[dict] = []
     extra: dict = {}
     if {"teach", "finetune", "distil"} & set(raw) or not {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
-        rows += _ner_stages(path, out, corpus, stage)
+        rows += _ner_stages(path, out, corpus, stage, run)
     if {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
         lm_rows, extra["lm_eval"] = _lm_stages(path, raw, out, corpus, stage)
         rows += lm_rows
@@ -76,11 +77,14 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
     return summary
 
 
-def _ner_stages(path, out: Path, corpus: Path, stage) -> list[dict]:
+def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig) -> list[dict]:
     from nerdistil.student import run_student
     from nerdistil.teacher.teach import run_teach
 
-    teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", {"corpus": str(corpus), "out": str(out / "teacher")})
+    over = {"corpus": str(corpus), "out": str(out / "teacher")}
+    if run.augment_copies > 0:  # transfer tweets made from the gold ones (nerdistil data augment)
+        over.update(unlabeled=str(write_transfer(corpus / "train.txt", out, run)), pretokenized=True)
+    teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", over)
     teacher = stage("teach", run_teach, teach_cfg)
     students = {}
     for name, distil in (("finetune", False), ("distil", True)):
@@ -90,6 +94,17 @@ def _ner_stages(path, out: Path, corpus: Path, stage) -> list[dict]:
         students[name] = stage(name, lambda c, d=distil: run_student(c, d), cfg)
     rows = [_row("teacher (Flair BiLSTM-CRF)", teacher, teacher.get("params"), teacher.get("train_seconds"))]
     return rows + [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
+
+
+def write_transfer(train: Path, out: Path, run: RunConfig) -> Path:
+    """OUT/transfer.txt: ``run.augment_copies`` made versions of every training tweet, one a line (kept if there)."""
+    from nerdistil.data.augment import augment, write_pretokenized
+    from nerdistil.data.conll import read_conll
+
+    path = out / "transfer.txt"
+    if not path.is_file():
+        write_pretokenized(path, augment(read_conll(train), run.augment_copies, run.split_seed))
+    return path
 
 
 def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage) -> tuple[list[dict], dict | None]:

@@ -17,8 +17,10 @@ imply are written too (``--conll``), to train a gold-augmentation baseline on th
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 from nerdistil.data.conll import Sentence
 
@@ -96,3 +98,20 @@ def _one(s: Sentence, spans: dict[int, tuple[int, str]], pool: dict[str, list[Me
         tags.append("O")
         i += 1
     return tokens, tags
+
+
+def write_pretokenized(path: str | Path, sentences: Iterable[Sentence]) -> int:
+    """Write one sentence a line, words joined by spaces (``teach --unlabeled --pretokenized``), atomically.
+
+    Returns the number of lines; a half-written file never carries the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for s in sentences:
+            f.write(" ".join(s.tokens) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
