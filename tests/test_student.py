@@ -125,7 +125,7 @@ def test_student_layers_copies_evenly_spaced_layers():
 def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        f"run:\n  out: {tmp_path / 'runs'}\n  corpus: {corpus_dir}\n  wnut16: false\n"
+        f"run:\n  out: {tmp_path / 'runs'}\n  corpus: {corpus_dir}\n  wnut16: false\n  augment_copies: 1\n"
         "teach:\n  embeddings: chars\n  epochs: 3\n"
         f"finetune:\n  student: {tiny_student}\n  epochs: 1\n  batch_size: 4\n"
         f"distil:\n  student: {tiny_student}\n  epochs: 1\n  batch_size: 4\n"
@@ -135,6 +135,14 @@ def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert [r["model"] for r in summary["rows"]] == ["teacher (Flair BiLSTM-CRF)", "finetune student", "distil student"]
     assert all(r["test_f1"] is not None and r["params"] > 0 for r in summary["rows"])
+    # augment_copies: the teacher labelled one made version of each training tweet, the student learnt from them
+    made = (tmp_path / "runs" / "transfer.txt").read_text().splitlines()
+    n_train = len(read_conll(corpus_dir / "train.txt"))
+    assert 0 < len(made) <= n_train
+    teacher = json.loads((tmp_path / "runs" / "teacher" / "report.json").read_text())
+    assert teacher["soft_labels"]["splits"]["unlabeled"] == len(made)
+    distil = json.loads((tmp_path / "runs" / "distil" / "report.json").read_text())
+    assert distil["teacher_only_sentences"] == len(made)
     stamp = (tmp_path / "runs" / "distil" / "report.json").stat().st_mtime
     code, stdout, err = cli("run", cfg)  # finished stages are reused
     assert code == 0 and (tmp_path / "runs" / "distil" / "report.json").stat().st_mtime == stamp
