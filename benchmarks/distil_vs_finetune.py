@@ -69,6 +69,12 @@ def main() -> None:
         default=None,
         help="reuse the fine-tuned baselines of this earlier --out (they do not depend on the teacher)",
     )
+    ap.add_argument(
+        "--finetune-results",
+        default=None,
+        help="take the fine-tuned baselines from this earlier results JSON (same config and seeds; fine-tuning is "
+        "deterministic per seed on CPU, so a rerun gives the same numbers) instead of training them",
+    )
     ap.add_argument("--distil", default="{}", help="JSON overrides of the distil section, e.g. "
                     "'{\"kd_class_weights\": true}'")  # fmt: skip
     ap.add_argument("--student", default="{}", help="JSON overrides of both the finetune and distil sections, "
@@ -94,9 +100,18 @@ def main() -> None:
 
     rows: dict[str, list[dict]] = {"finetune": [], "distil": []}
     layers = str(student_over.get("student_layers", ""))  # finetune4_s13: the name latency.py gives it too
+    earlier = json.loads(Path(args.finetune_results).read_text())["finetune"] if args.finetune_results else None
+    if earlier:
+        if json.loads(Path(args.finetune_results).read_text())["seeds"] != args.seeds:
+            sys.exit(f"{args.finetune_results} holds other seeds than {args.seeds}")
+        n = len(args.seeds)
+        rows["finetune"] = [{"scores": {"dev": {"f1": earlier["dev_f1"][i]}, "test": {"f1": earlier["test_f1"][i]}},
+                             "train_seconds": earlier["train_seconds"][i], "best_epoch": earlier["best_epoch"][i],
+                             "params": earlier["params"]} for i in range(n)]  # fmt: skip
     for seed in args.seeds:
         ft_dir = Path(args.finetune_from or out) / f"finetune{layers}_s{seed}"
-        rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft, **student_over))
+        if not earlier:
+            rows["finetune"].append(student(args.config, "finetune", ft_dir, seed, soft_labels=soft, **student_over))
         rows["distil"].append(student(args.config, "distil", out / f"distil{layers}_s{seed}", seed, soft_labels=soft,
                                       **distil_over))  # fmt: skip
 
@@ -150,6 +165,7 @@ def main() -> None:
         + (f" --out {args.out}" if args.out != "runs/bench" else "")
         + (f" --teacher-run {args.teacher_run}" if args.teacher_run else "")
         + (f" --finetune-from {args.finetune_from}" if args.finetune_from else "")
+        + (f" --finetune-results {args.finetune_results}" if args.finetune_results else "")
         + (f" --student '{args.student}'" if student_over else "")
         + (f" --distil '{args.distil}'" if json.loads(args.distil) else ""),
         "```",
@@ -157,6 +173,15 @@ def main() -> None:
         f"Bundled WNUT-16 split (seed 13: 1,915 / 239 / 240 tweets), 2-core CPU, one teacher, "
         f"{len(args.seeds)} student seeds (mean ± standard deviation). Entity-level micro F1, seqeval default mode.",
         "",
+        *(
+            [
+                f"Fine-tuned rows: taken from `{args.finetune_results}` (the same config and seeds, trained by this "
+                "script earlier; fine-tuning is deterministic per seed on CPU).",
+                "",
+            ]
+            if earlier
+            else []
+        ),  # fmt: skip
         "| model | params | dev F1 | test F1 | train time / run |",
         "|---|---|---|---|---|",
         f"| teacher: {describe(teacher)} | {teacher.get('params', 0) / 1e6:.1f}M | "

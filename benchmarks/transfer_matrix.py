@@ -112,10 +112,11 @@ def main() -> None:
     earlier = {(r["section"], r["name"]): r for r in previous}
 
     def add(section: str, name: str, reports: list[dict], note: str = "") -> None:
-        if reports:
+        old = earlier.get((section, name))
+        if old and old["n"] > len(reports):  # its runs are (partly) gone: keep the earlier measurement, marked
+            rows.append({**old, "carried": True})
+        elif reports:
             rows.append({"section": section, "name": name, "note": note, **summarize(reports, types)})
-        elif (section, name) in earlier:  # its runs are gone: keep the earlier measurement, marked
-            rows.append({**earlier[(section, name)], "carried": True})
 
     # 1. teachers
     add("teachers", "teacher: BiLSTM-CRF, frozen MiniLM (the default)", [json.loads((bench / "teacher" /
