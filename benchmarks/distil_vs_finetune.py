@@ -42,7 +42,13 @@ def describe(teacher: dict) -> str:
         or f"loaded from {os.path.relpath(Path(t.get('file', '?')).parent)}"
     )
     n = teacher.get("ensemble", 1)
-    return f"Flair BiLSTM-CRF, {emb}" + (f", ensemble of {n}" if n > 1 else "") + f", T = {teacher['temperature']:g}"
+    extra = teacher.get("soft_labels", {}).get("splits", {}).get("unlabeled")
+    return (
+        f"Flair BiLSTM-CRF, {emb}"
+        + (f", ensemble of {n}" if n > 1 else "")
+        + f", T = {teacher['temperature']:g}"
+        + (f", plus {extra:,} teacher-labelled transfer tweets" if extra else "")
+    )
 
 
 def student(cfg_path: str, name: str, out: Path, seed: int, **over) -> dict:
