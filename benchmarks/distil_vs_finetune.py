@@ -106,14 +106,16 @@ def main() -> None:
 
     rows: dict[str, list[dict]] = {"finetune": [], "distil": []}
     layers = str(student_over.get("student_layers", ""))  # finetune4_s13: the name latency.py gives it too
-    earlier = json.loads(Path(args.finetune_results).read_text())["finetune"] if args.finetune_results else None
+    earlier = json.loads(Path(args.finetune_results).read_text()) if args.finetune_results else None
     if earlier:
-        if json.loads(Path(args.finetune_results).read_text())["seeds"] != args.seeds:
-            sys.exit(f"{args.finetune_results} holds other seeds than {args.seeds}")
-        n = len(args.seeds)
-        rows["finetune"] = [{"scores": {"dev": {"f1": earlier["dev_f1"][i]}, "test": {"f1": earlier["test_f1"][i]}},
-                             "train_seconds": earlier["train_seconds"][i], "best_epoch": earlier["best_epoch"][i],
-                             "params": earlier["params"]} for i in range(n)]  # fmt: skip
+        missing = sorted(set(args.seeds) - set(earlier["seeds"]))
+        if missing:
+            sys.exit(f"{args.finetune_results} has no fine-tuned run for seed(s) {missing}")
+        ft = earlier["finetune"]
+        at = [earlier["seeds"].index(s) for s in args.seeds]
+        rows["finetune"] = [{"scores": {"dev": {"f1": ft["dev_f1"][i]}, "test": {"f1": ft["test_f1"][i]}},
+                             "train_seconds": ft["train_seconds"][i], "best_epoch": ft["best_epoch"][i],
+                             "params": ft["params"]} for i in at]  # fmt: skip
     for seed in args.seeds:
         ft_dir = Path(args.finetune_from or out) / f"finetune{layers}_s{seed}"
         if not earlier:

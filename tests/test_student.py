@@ -23,7 +23,7 @@ def test_distil_writes_a_hf_model_folder(distilled, corpus_dir):
     assert {"model.safetensors", "config.json", "tokenizer.json", "report.json", "nerdistil_config.yaml"} <= names
     assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in names)  # pickle-free
     report = json.loads((out / "report.json").read_text())
-    assert report["mode"] == "distil" and report["alpha_kd"] > 0 and report["temperature"] == 2.0
+    assert report["mode"] == "distil" and report["alpha_kd"] > 0 and report["temperature"] == 1.0
     n_train = len(read_conll(corpus_dir / "train.txt"))
     assert report["train_sentences"] == n_train + 2  # gold train + the two teacher-only tweets
     assert set(report["scores"]) == {"dev", "test"} and "strict" in report["scores"]["test"]
