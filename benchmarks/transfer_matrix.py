@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--variant-seeds", type=int, nargs="+", default=None, help="seeds of the soft-label rows")
     ap.add_argument("--share", type=float, default=0.25, help="gold share in the low-resource rows")
     ap.add_argument("--low-teacher", default=None, help="teach overrides for the low-resource teacher, as JSON")
+    ap.add_argument("--note", default="", help="a sentence for the table's text (e.g. what shared the CPU)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["teachers", "variants", "low"])
     args = ap.parse_args()
     bench, corpus = Path(args.bench_dir), Path(args.corpus)
@@ -131,7 +132,9 @@ def main() -> None:
                 if (bench / pattern.format(s) / "report.json").is_file()]  # fmt: skip
 
     add("students", "6-layer student fine-tuned on gold (baseline)", existing("finetune_s{}"))
-    add("students", "distilled: CRF posteriors, T = 2 (default)", existing("distil_s{}"))
+    main_runs = existing("distil_s{}")  # distil_vs_finetune.py's runs, at the config's temperature of their day
+    temp = main_runs[0]["temperature"] if main_runs else 2.0
+    add("students", f"distilled: CRF posteriors, T = {temp:g} (distil_vs_finetune.py's runs)", main_runs)
 
     # 3. other soft labels of the same teacher
     if "variants" not in args.skip:
@@ -139,18 +142,20 @@ def main() -> None:
             "distilled: CRF posteriors, T = 1": ("soft_T1", {"temperature": 1.0}),
             "distilled: CRF posteriors, T = 4": ("soft_T4", {"temperature": 4.0}),
             "distilled: Flair's all-class scores (T = 1)": ("soft_flair", {"temperature": 1.0, "soft_labels": "flair"}),
-            "distilled: hard teacher labels (one-hot Viterbi)": ("soft_hard", {"soft_labels": "hard"}),
+            "distilled: hard teacher labels (one-hot Viterbi, KD at T = 2)": (
+                "soft_hard",
+                {"soft_labels": "hard", "temperature": 2.0},
+            ),
         }
         for folder, over in variants.values():
             teach(args.config, mat / folder, corpus=str(corpus), teacher=teacher_file, trust_teacher=True, **over)
         # seed-major, so an interrupted run leaves every variant with the same seeds done
-        done: dict[str, list[dict]] = {name: [] for name in variants}
         for s in vseeds:
-            for name, (folder, _) in variants.items():
-                done[name].append(student(args.config, "distil", mat / f"{folder}_distil_s{s}", s,
-                                          soft_labels=str(mat / folder)))  # fmt: skip
-        for name, reports in done.items():
-            add("students", name, reports)
+            for folder, _ in variants.values():
+                student(args.config, "distil", mat / f"{folder}_distil_s{s}", s, soft_labels=str(mat / folder))
+        for name, (folder, _) in variants.items():  # every finished seed counts, not only those trained now
+            runs = [mat / f"{folder}_distil_s{s}" / "report.json" for s in args.seeds]
+            add("students", name, [json.loads(r.read_text()) for r in runs if r.is_file()])
 
     # 4. low resource
     if "low" not in args.skip:
@@ -193,7 +198,8 @@ def main() -> None:
              "deviation over the seeds in the *n* column (student seeds: data order and head initialisation; one "
              "teacher per row). Per-type F1 for the three most frequent test types. Train time on the 2-core CPU, "
              "per run. Rows marked † were measured by an earlier run of this command whose run folders are not "
-             "on the machine that wrote this table; they are carried over unchanged.", "",
+             "on the machine that wrote this table; they are carried over unchanged. " + args.note,
+             "",
              f"| row | n | dev F1 | test F1 | {' | '.join(t + ' F1' for t in types)} | train time |",
              "|---|---|---|---|" + "---|" * len(types) + "---|"]  # fmt: skip
     titles = {"teachers": "**Teachers**", "students": "**Students (6-layer MiniLM, full gold)**",
