@@ -110,7 +110,9 @@ def teach(
         typer.Option(help="Train N taggers (seeds SEED..SEED+N-1) and store the mean of their CRF posteriors."),
     ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T (default 1, chosen on dev).")] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T (default 1, chosen on dev).")
+    ] = None,
     soft_labels: Annotated[
         Optional[str],
         typer.Option(
