@@ -73,7 +73,8 @@ def test_trained_ensemble_stores_the_mean_of_its_members(cli, tmp_path):
     member_probs = []
     for f in files:
         assert trust.check(out / f) == trust.sha256(out / f)  # recorded: no --trust-teacher needed
-        member_probs.append([lab.probs for lab in ft.label(ft.load_teacher(out / f), test, labels, 2.0)])
+        tagger = ft.load_teacher(out / f)
+        member_probs.append([lab.probs for lab in ft.label(tagger, test, labels, report["temperature"])])
     assert not all(np.allclose(a, b) for a, b in zip(*member_probs))  # different seeds, different members
     for stored, a, b in zip(_probs(out), *member_probs):
         np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)
