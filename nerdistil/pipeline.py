@@ -97,13 +97,16 @@ def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig) -> list[di
 
 
 def write_transfer(train: Path, out: Path, run: RunConfig) -> Path:
-    """OUT/transfer.txt: ``run.augment_copies`` made versions of every training tweet, one a line (kept if there)."""
+    """OUT/transfer.txt: ``run.augment_copies`` made versions of every training tweet, one a line.
+
+    Written afresh every run (milliseconds, deterministic for the seed), so a changed ``augment_copies``
+    never meets a stale file; teach's resume check hashes the file, so equal content is reused.
+    """
     from nerdistil.data.augment import augment, write_pretokenized
     from nerdistil.data.conll import read_conll
 
     path = out / "transfer.txt"
-    if not path.is_file():
-        write_pretokenized(path, augment(read_conll(train), run.augment_copies, run.split_seed))
+    write_pretokenized(path, augment(read_conll(train), run.augment_copies, run.split_seed))
     return path
 
 

@@ -28,15 +28,10 @@ Mention = tuple[str, ...]
 
 
 def mentions(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, type) of every BIO entity in ``tags``, end exclusive."""
-    out, start, typ = [], None, None
-    for i, tag in enumerate([*tags, "O"]):
-        if start is not None and not (tag.startswith("I-") and tag[2:] == typ):
-            out.append((start, i, typ))
-            start = None
-        if tag.startswith("B-") or (tag.startswith("I-") and start is None):
-            start, typ = i, tag[2:]
-    return out
+    """(start, end, type) of every BIO entity in ``tags``, end exclusive (seqeval's own chunking)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [(a, b + 1, typ) for typ, a, b in get_entities(list(tags))]
 
 
 def augment(
