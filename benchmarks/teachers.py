@@ -46,6 +46,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "mean of all layers",
         {"embeddings": "mpnet-all"},
     ),  # fmt: skip
+    "ens3-mpnet-all": (
+        "ensemble of 3 mpnet-all BiLSTM-CRFs (mean posteriors; members share the encoder's word vectors)",
+        {"embeddings": "mpnet-all", "ensemble": 3},
+    ),  # fmt: skip
     "ens3-chars+minilm-all": (
         "ensemble of 3 chars+minilm-all BiLSTM-CRFs (mean posteriors)",
         {"embeddings": "chars,minilm-all", "ensemble": 3},

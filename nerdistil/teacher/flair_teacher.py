@@ -241,11 +241,38 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     return parts[0] if len(parts) == 1 else StackedEmbeddings(parts)
 
 
-def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path):
+def all_static(embeddings) -> bool:
+    """Whether every part of (stacked) Flair embeddings is frozen, so its vectors never change in training."""
+    parts = getattr(embeddings, "embeddings", None) or [embeddings]
+    return all(getattr(p, "static_embeddings", False) for p in parts)
+
+
+@dataclass
+class EmbeddingCache:
+    """Frozen embeddings and the Flair train/dev sentences carrying their vectors, kept across ensemble members.
+
+    The members of an ensemble on frozen embeddings (``mpnet-all``…) differ only in their heads:
+    the first member computes every word's vectors once, the others train on the same vectors.
+    """
+
+    embeddings: object | None = None
+    train: list | None = None
+    dev: list | None = None
+
+    def clear(self) -> None:
+        """Drop the cached vectors (they take memory: words x embedding width floats)."""
+        for s in (self.train or []) + (self.dev or []):
+            s.clear_embeddings()
+        self.embeddings = self.train = self.dev = None
+
+
+def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path,
+                  cache: EmbeddingCache | None = None):  # fmt: skip
     """Train a Flair tagger with a CRF on train, select the best epoch on dev; returns (tagger, model file).
 
     Frozen embeddings get a BiLSTM-CRF trained with SGD; fine-tuned ones (``minilm-ft``) a
-    linear-CRF head trained with AdamW together with the transformer.
+    linear-CRF head trained with AdamW together with the transformer. With a ``cache``, frozen
+    embeddings and their vectors are taken from it (filled by the first member that trains).
     """
     import flair
     from flair.data import Corpus
@@ -254,10 +281,16 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     from flair.trainers import ModelTrainer
 
     flair.set_seed(cfg.seed)
-    f_train, f_dev = to_flair(train), to_flair(dev)
+    if cache is not None and cache.embeddings is not None:
+        f_train, f_dev, embeddings = cache.train, cache.dev, cache.embeddings
+    else:
+        f_train, f_dev = to_flair(train), to_flair(dev)
     corpus = Corpus(train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False)
     tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
-    embeddings = build_embeddings(cfg.embeddings, train, f_train)
+    if cache is None or cache.embeddings is None:
+        embeddings = build_embeddings(cfg.embeddings, train, f_train)
+        if cache is not None and all_static(embeddings):
+            cache.embeddings, cache.train, cache.dev = embeddings, f_train, f_dev
     tuned = fine_tuned(cfg.embeddings)
     tagger = SequenceTagger(
         hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
@@ -277,8 +310,9 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     if not best.is_file():  # no dev improvement was ever recorded; keep the last state
         tagger.save(best)
     tagger = SequenceTagger.load(best)
-    for s in f_train + f_dev:
-        s.clear_embeddings()
+    if cache is None or cache.embeddings is not embeddings:
+        for s in f_train + f_dev:
+            s.clear_embeddings()
     return tagger, best
 
 
@@ -321,9 +355,45 @@ class Labelled:
 SOFT_LABELS = ("posterior", "flair", "hard")
 
 
+def _settings(module: torch.nn.Module) -> list[dict]:
+    """The plain settings (layers, pooling, names…) of a module and its children, for comparing two modules."""
+    def plain(v: object) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return isinstance(v, (bool, int, float, str, type(None)))
+
+    return [{k: v for k, v in vars(m).items() if plain(v) and k != "training"} for m in module.modules()]
+
+
+def same_embeddings(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two Flair embeddings compute the same vectors: same class, settings and every weight."""
+    if type(a) is not type(b) or _settings(a) != _settings(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def share_embeddings(taggers: Sequence) -> int:
+    """Point taggers whose embeddings are identical at one module; returns how many were merged.
+
+    An ensemble of members on one frozen encoder then embeds each sentence once, not once a member
+    (``label`` with shared ``flair_sentences``), and holds the encoder once in memory.
+    """
+    merged = 0
+    for k, tagger in enumerate(taggers):
+        for earlier in taggers[:k]:
+            if earlier.embeddings is tagger.embeddings:
+                break
+            if same_embeddings(earlier.embeddings, tagger.embeddings):
+                tagger.embeddings = earlier.embeddings
+                merged += 1
+                break
+    return merged
+
+
 def label(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
-    batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False,
+    batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
 ) -> Iterator[Labelled]:  # fmt: skip
     """Yield soft labels and Viterbi tags for each sentence, in input order.
 
@@ -333,7 +403,9 @@ def label(
     posterior), sharpened or flattened to ``temperature`` as p^(1/T); ``hard``, the one-hot
     Viterbi path. ``decode_probs`` also returns the posteriors at T = 1 (an ensemble decodes
     through their mean: at T > 1 the flatter posteriors would over-predict entities). Batches are
-    sorted longest first because Flair packs sequences.
+    sorted longest first because Flair packs sequences. ``flair_sentences`` (bare Flair copies of
+    ``sentences``, as ``to_flair`` makes them) keep their word vectors for the caller: taggers that
+    share an embeddings module (``share_embeddings``) then compute them once.
     """
     if kind not in SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
@@ -346,7 +418,10 @@ def label(
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = to_flair(Sentence(sentences[i].tokens) for i in idx)
+            if flair_sentences is None:
+                batch = to_flair(Sentence(sentences[i].tokens) for i in idx)
+            else:
+                batch = [flair_sentences[i] for i in idx]
             sentence_tensor, lengths = tagger._prepare_tensors(batch)
             scores = tagger.forward(sentence_tensor, lengths)
             if tagger.use_crf:
@@ -392,8 +467,9 @@ def label(
                 n = len(sentences[i])
                 results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]],
                                       None if probs1 is None else probs1[b, :n].astype(np.float32))  # fmt: skip
-            for s in batch:
-                s.clear_embeddings()
+            if flair_sentences is None:
+                for s in batch:
+                    s.clear_embeddings()
             while nxt in results:  # yield in input order as soon as possible
                 yield results.pop(nxt)
                 nxt += 1

@@ -109,7 +109,7 @@ def decode_posteriors(probs: np.ndarray, labels: list[str]) -> list[str]:
 
 
 def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[Sentence]], labels: list[str],
-            tmp: Path):  # fmt: skip
+            tmp: Path, cache: ft.EmbeddingCache | None = None):  # fmt: skip
     """Load member k from its file, or train it (seed + k); returns (tagger, report entry)."""
     done = tmp / "members" / f"{k}.json"
     earlier = json.loads(done.read_text()) if done.is_file() else None
@@ -127,7 +127,7 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
         work = tmp / f"flair{k}"
         t0 = time.perf_counter()
         tagger, best = ft.train_teacher(corpus["train"], corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k),
-                                        work)  # fmt: skip
+                                        work, cache)  # fmt: skip
         name = "teacher.pt" if k == 0 else f"teacher_{k + 1}.pt"
         shutil.move(str(best), tmp / name)
         suffix = "" if k == 0 else f"_{k + 1}"
@@ -157,6 +157,14 @@ class TeacherRow:
     member_tags: list[list[str]]
 
 
+def _by_embeddings(taggers: Sequence) -> list[list[int]]:
+    """Indices of the taggers grouped by their embeddings module (see ``flair_teacher.share_embeddings``)."""
+    groups: dict[int, list[int]] = {}
+    for k, tagger in enumerate(taggers):
+        groups.setdefault(id(tagger.embeddings), []).append(k)
+    return list(groups.values())
+
+
 def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[str], temperature: float,
                  chunk: int = 1024, kind: str = "posterior") -> Iterator[TeacherRow]:  # fmt: skip
     """Label sentences with every tagger, ``chunk`` sentences at a time, in input order.
@@ -171,7 +179,14 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
         if not batch:
             return
         many = len(taggers) > 1
-        per_member = [list(ft.label(t, batch, labels, temperature, kind=kind, decode_probs=many)) for t in taggers]
+        per_member: list = [None] * len(taggers)
+        for group in _by_embeddings(taggers):  # taggers sharing an encoder embed each sentence once
+            shared = ft.to_flair(Sentence(s.tokens) for s in batch) if len(group) > 1 else None
+            for k in group:
+                per_member[k] = list(ft.label(taggers[k], batch, labels, temperature, kind=kind, decode_probs=many,
+                                              flair_sentences=shared))  # fmt: skip
+            for s in shared or []:
+                s.clear_embeddings()
         for i, sent in enumerate(batch):
             outs = [m[i] for m in per_member]
             if len(outs) == 1:
@@ -230,10 +245,14 @@ def run_teach(cfg: TeachConfig) -> dict:
     with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
         t0 = time.perf_counter()
         taggers, members = [], []
+        cache = ft.EmbeddingCache()  # frozen embeddings: members after the first reuse its word vectors
         for k in range(n):
-            tagger, info = _member(cfg, k, files, corpus, labels, tmp)
+            tagger, info = _member(cfg, k, files, corpus, labels, tmp, cache)
             taggers.append(tagger)
             members.append(info)
+        cache.clear()
+        if ft.share_embeddings(taggers):
+            log.info("ensemble members share one embeddings module: each sentence is embedded once")
         report["teacher"] = dict(members[0])
         report["members"] = members
         report["params"] = sum(m["params"] for m in members)
