@@ -83,8 +83,14 @@ def main() -> None:
             over = {**CONFIGS[name][1], "corpus": run.corpus, "out": str(out), "seed": seed, "overwrite": True}
             run_teach(cfgmod.load(cfgmod.TeachConfig, args.config, "teach", over))
 
+    results = Path("benchmarks/results/teachers.json")
+    previous = {r["name"]: r for r in json.loads(results.read_text())} if results.is_file() else {}
+    ran = set(CONFIGS if args.only is None else args.only)
     rows = []  # every configuration with at least one finished run, in CONFIGS order
     for name, (desc, over) in CONFIGS.items():
+        if name not in ran and name in previous:  # not run now: the recorded row (its run folders may be gone)
+            rows.append({**previous[name], "carried": True})
+            continue
         paths = sorted(Path(args.out).glob(f"{name}_s*/report.json"))
         reps = [json.loads(p.read_text()) for p in paths]
         rescored = False
@@ -110,8 +116,8 @@ def main() -> None:
                         "overrides": {}, "seeds": [r["seed"]], "dev_f1": [r["scores"]["dev"]["f1"]],
                         "test_f1": [r["scores"]["test"]["f1"]], "members_dev_f1": [[r["scores"]["dev"]["f1"]]],
                         "train_seconds": [r["train_seconds"]], "params": r["params"]})  # fmt: skip
-    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path("benchmarks/results/teachers.json").write_text(json.dumps(rows, indent=2))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps([{k: v for k, v in r.items() if k != "carried"} for r in rows], indent=2))
     lines = [
         "```",
         "HF_HUB_OFFLINE=1 python benchmarks/teachers.py --seeds " + " ".join(map(str, args.seeds))
@@ -123,7 +129,8 @@ def main() -> None:
         "decoding (Viterbi for one tagger, the best valid BIO path through the averaged posteriors for an ensemble). "
         "Mean ± standard deviation where there are several seeds. Train times of `minilm-all` and `minilm-ft` were "
         "inflated by a test suite running beside them (about 1 and 5 minutes); an uncontended `minilm-all` epoch "
-        "takes 7 s, a `minilm-ft` one 54 s.",
+        "takes 7 s, a `minilm-ft` one 54 s. Rows marked † were not run by this command: they are carried from "
+        "`benchmarks/results/teachers.json`, written by the earlier runs of this script (the commands in git history).",
         "",
         "| teacher | seeds | params | dev F1 | test F1 | members' dev F1 | train time |",
         "|---|---|---|---|---|---|---|",
@@ -132,7 +139,8 @@ def main() -> None:
         members = "; ".join("/".join(f"{x:.3f}" for x in m) for m in r["members_dev_f1"]) if max(
             len(m) for m in r["members_dev_f1"]) > 1 else "-"  # fmt: skip
         lines.append(
-            f"| `{r['name']}`: {r['description']} | {len(r['seeds'])} | {r['params'] / 1e6:.1f}M | "
+            f"| `{r['name']}`{' †' if r.get('carried') else ''}: {r['description']} | {len(r['seeds'])} | "
+            f"{r['params'] / 1e6:.1f}M | "
             f"{mean_sd(r['dev_f1'])} | {mean_sd(r['test_f1'])} | {members} | "
             f"{statistics.mean(r['train_seconds']) / 60:.1f} min |"
         )
