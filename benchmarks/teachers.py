@@ -50,6 +50,11 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "ensemble of 3 mpnet-all BiLSTM-CRFs (mean posteriors; members share the encoder's word vectors)",
         {"embeddings": "mpnet-all", "ensemble": 3},
     ),  # fmt: skip
+    "ens3cf-mpnet-all": (
+        "cross-fitted ensemble of 3 mpnet-all BiLSTM-CRFs (`--cross-fit`: member k trains without train fold k and "
+        "labels it; dev/test: mean posteriors)",
+        {"embeddings": "mpnet-all", "ensemble": 3, "cross_fit": True},
+    ),  # fmt: skip
     "ens3-chars+minilm-all": (
         "ensemble of 3 chars+minilm-all BiLSTM-CRFs (mean posteriors)",
         {"embeddings": "chars,minilm-all", "ensemble": 3},

@@ -109,6 +109,15 @@ def teach(
         Optional[int],
         typer.Option(help="Train N taggers (seeds SEED..SEED+N-1) and store the mean of their CRF posteriors."),
     ] = None,
+    cross_fit: Annotated[
+        bool,
+        typer.Option(
+            "--cross-fit",
+            help="With --ensemble N: deal the train tweets into N folds; member k trains without fold k and alone "
+            "labels it, so the train soft labels are held-out predictions, not a memorised copy of the gold tags. "
+            "Dev, test and --unlabeled get the mean of all members.",
+        ),
+    ] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
     temperature: Annotated[
         Optional[float], typer.Option(help="Soft-label temperature T: CRF scores / T (default 1, chosen on dev).")
@@ -152,7 +161,7 @@ def teach(
     cfg = cfgmod.load(
         cfgmod.TeachConfig, config, "teach",
         {"corpus": _s(corpus), "out": _s(out), "teacher": [str(t) for t in teacher] if teacher else None,
-         "embeddings": embeddings, "ensemble": ensemble, "epochs": epochs,
+         "embeddings": embeddings, "ensemble": ensemble, "cross_fit": cross_fit or None, "epochs": epochs,
          "temperature": temperature, "soft_labels": soft_labels, "unlabeled": _s(unlabeled), "seed": seed,
          "pretokenized": pretokenized or None, "data.repair_tags": repair_tags or None,
          "overwrite": overwrite or None, "resume": resume or None, "trust_teacher": trust_teacher or None},

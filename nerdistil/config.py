@@ -39,6 +39,8 @@ class TeachConfig:
     trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
     embeddings: str = "minilm"  # comma-separated, stacked: minilm, minilm-all, minilm-ft, chars, onehot, PATH@all...
     ensemble: int = 1  # train N taggers (seeds seed..seed+N-1) and average their CRF posteriors
+    # with ensemble N >= 2: member k trains without train fold k and alone labels it (held-out soft labels on train)
+    cross_fit: bool = False
     epochs: int = 20
     hidden_size: int = 256
     learning_rate: float = 0.1  # SGD, Flair's recipe for taggers on frozen embeddings

@@ -276,3 +276,32 @@ def test_share_embeddings_merges_only_identical_encoders(tiny_teacher):
     assert ft.share_embeddings(taggers) == 1
     assert same.embeddings is first.embeddings and changed.embeddings is not first.embeddings
     assert not ft.same_embeddings(ft.build_embeddings("minilm", [], []), ft.build_embeddings("minilm-all", [], []))
+
+
+def test_cross_fit_labels_each_train_tweet_with_the_member_that_did_not_see_it(cli, tmp_path):
+    from nerdistil.teacher.teach import train_folds
+
+    out = tmp_path / "cf"
+    code, _, err = cli("teach", "--corpus", CORPUS, "--out", out, "--embeddings", "minilm-all", "--epochs", "2",
+                       "--ensemble", "2", "--cross-fit", "--seed", "7")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    train, test = read_conll(CORPUS / "train.txt"), read_conll(CORPUS / "test.txt")
+    folds = train_folds(len(train), 2, 7)
+    assert sorted(set(folds)) == [0, 1] and abs(folds.count(0) - folds.count(1)) <= 1
+    assert report["cross_fit"] and [m["train_sentences"] for m in report["members"]] == [folds.count(1),
+                                                                                         folds.count(0)]  # fmt: skip
+    taggers = [ft.load_teacher(out / m["file"]) for m in report["members"]]
+    labels, t = report["labels"], report["temperature"]
+    alone = [[lab.probs for lab in ft.label(tagger, train, labels, t)] for tagger in taggers]
+    for i, stored in enumerate(_probs(out, "train")):
+        np.testing.assert_allclose(stored, alone[folds[i]][i], atol=1e-5)  # the held-out member only
+    assert not all(np.allclose(a, b) for a, b in zip(*alone))
+    both = [[lab.probs for lab in ft.label(tagger, test, labels, t)] for tagger in taggers]
+    for stored, a, b in zip(_probs(out, "test"), *both):
+        np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)  # dev and test: the mean of every member
+
+
+def test_cross_fit_needs_an_ensemble(cli, tmp_path):
+    code, _, err = cli("teach", "--corpus", CORPUS, "--out", tmp_path / "x", "--embeddings", "chars", "--cross-fit")
+    assert code == 2 and "--cross-fit" in err and "--ensemble 2" in err

@@ -247,32 +247,42 @@ def all_static(embeddings) -> bool:
     return all(getattr(p, "static_embeddings", False) for p in parts)
 
 
-@dataclass
 class EmbeddingCache:
-    """Frozen embeddings and the Flair train/dev sentences carrying their vectors, kept across ensemble members.
+    """Frozen embeddings and the Flair sentences carrying their vectors, kept across ensemble members.
 
     The members of an ensemble on frozen embeddings (``mpnet-all``…) differ only in their heads:
-    the first member computes every word's vectors once, the others train on the same vectors.
+    the first member computes the words' vectors, the others train on the same vectors. Flair
+    sentences are kept per nerdistil sentence, so members trained on different folds share them too.
     """
 
-    embeddings: object | None = None
-    train: list | None = None
-    dev: list | None = None
+    def __init__(self) -> None:
+        self.embeddings = None
+        self._flair: dict[int, object] = {}
+
+    def flair(self, sentences: Sequence[Sentence]) -> list:
+        """The cached Flair copy of each sentence (made, with its gold tags, on first use)."""
+        missing = [s for s in sentences if id(s) not in self._flair]
+        for sent, fs in zip(missing, to_flair(missing)):
+            self._flair[id(sent)] = fs
+        return [self._flair[id(s)] for s in sentences]
 
     def clear(self) -> None:
-        """Drop the cached vectors (they take memory: words x embedding width floats)."""
-        for s in (self.train or []) + (self.dev or []):
-            s.clear_embeddings()
-        self.embeddings = self.train = self.dev = None
+        """Drop the cached sentences and vectors (they take memory: words x embedding width floats)."""
+        for fs in self._flair.values():
+            fs.clear_embeddings()
+        self._flair.clear()
+        self.embeddings = None
 
 
 def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path,
-                  cache: EmbeddingCache | None = None):  # fmt: skip
+                  cache: EmbeddingCache | None = None, types: Sequence[str] = ()):  # fmt: skip
     """Train a Flair tagger with a CRF on train, select the best epoch on dev; returns (tagger, model file).
 
     Frozen embeddings get a BiLSTM-CRF trained with SGD; fine-tuned ones (``minilm-ft``) a
     linear-CRF head trained with AdamW together with the transformer. With a ``cache``, frozen
-    embeddings and their vectors are taken from it (filled by the first member that trains).
+    embeddings and their vectors are taken from it (filled by the first member that trains). Entity
+    ``types`` missing from ``train`` (a cross-fit fold without a rare type) still get tags, so every
+    member predicts the corpus's whole label set.
     """
     import flair
     from flair.data import Corpus
@@ -281,16 +291,17 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     from flair.trainers import ModelTrainer
 
     flair.set_seed(cfg.seed)
-    if cache is not None and cache.embeddings is not None:
-        f_train, f_dev, embeddings = cache.train, cache.dev, cache.embeddings
-    else:
-        f_train, f_dev = to_flair(train), to_flair(dev)
+    f_train, f_dev = (to_flair(train), to_flair(dev)) if cache is None else (cache.flair(train), cache.flair(dev))
     corpus = Corpus(train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False)
     tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
-    if cache is None or cache.embeddings is None:
+    for etype in types:
+        tag_dict.add_item(etype)  # a no-op for types seen in train
+    if cache is not None and cache.embeddings is not None:
+        embeddings = cache.embeddings
+    else:
         embeddings = build_embeddings(cfg.embeddings, train, f_train)
         if cache is not None and all_static(embeddings):
-            cache.embeddings, cache.train, cache.dev = embeddings, f_train, f_dev
+            cache.embeddings = embeddings
     tuned = fine_tuned(cfg.embeddings)
     tagger = SequenceTagger(
         hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
@@ -357,6 +368,7 @@ SOFT_LABELS = ("posterior", "flair", "hard")
 
 def _settings(module: torch.nn.Module) -> list[dict]:
     """The plain settings (layers, pooling, names…) of a module and its children, for comparing two modules."""
+
     def plain(v: object) -> bool:
         if isinstance(v, (list, tuple)):
             return all(plain(x) for x in v)

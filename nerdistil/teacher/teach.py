@@ -108,11 +108,25 @@ def decode_posteriors(probs: np.ndarray, labels: list[str]) -> list[str]:
     return [labels[k] for k in path]
 
 
+def train_folds(n_train: int, n_folds: int, seed: int) -> list[int]:
+    """Each train sentence's fold (0..n_folds-1) for ``--cross-fit``: a seeded shuffle dealt round-robin."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    fold = [0] * n_train
+    for position, i in enumerate(order):
+        fold[int(i)] = position % n_folds
+    return fold
+
+
 def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[Sentence]], labels: list[str],
-            tmp: Path, cache: ft.EmbeddingCache | None = None):  # fmt: skip
-    """Load member k from its file, or train it (seed + k); returns (tagger, report entry)."""
+            tmp: Path, cache: ft.EmbeddingCache | None = None, folds: list[int] | None = None):  # fmt: skip
+    """Load member k from its file, or train it (seed + k; without train fold k when ``folds``).
+
+    Returns (tagger, report entry).
+    """
     done = tmp / "members" / f"{k}.json"
     earlier = json.loads(done.read_text()) if done.is_file() else None
+    if earlier and earlier.get("cross_fit", False) != cfg.cross_fit:
+        earlier = None  # trained for the other kind of run: train it again
     if files:
         tagger = ft.load_teacher(files[k], cfg.trust_teacher)
         info = {"file": str(Path(files[k]).resolve()), "sha256": trust.sha256(files[k]), "trained": False}
@@ -126,8 +140,9 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
             raise UserError("training a teacher needs dev.txt to choose the best epoch", cfg.corpus)
         work = tmp / f"flair{k}"
         t0 = time.perf_counter()
-        tagger, best = ft.train_teacher(corpus["train"], corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k),
-                                        work, cache)  # fmt: skip
+        train = corpus["train"] if folds is None else [s for s, f in zip(corpus["train"], folds) if f != k]
+        tagger, best = ft.train_teacher(train, corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k), work,
+                                        cache, entity_types(s for part in corpus.values() for s in part))  # fmt: skip
         name = "teacher.pt" if k == 0 else f"teacher_{k + 1}.pt"
         shutil.move(str(best), tmp / name)
         suffix = "" if k == 0 else f"_{k + 1}"
@@ -137,7 +152,8 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
         shutil.rmtree(work, ignore_errors=True)
         seconds = round(time.perf_counter() - t0, 1)
         info = {"file": name, "sha256": trust.sha256(tmp / name), "trained": True, "embeddings": cfg.embeddings,
-                "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds}  # fmt: skip
+                "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds, "cross_fit": cfg.cross_fit,
+                "train_sentences": len(train)}  # fmt: skip
         done.parent.mkdir(exist_ok=True)
         write_json(done, info)
         _fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
@@ -166,18 +182,24 @@ def _by_embeddings(taggers: Sequence) -> list[list[int]]:
 
 
 def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[str], temperature: float,
-                 chunk: int = 1024, kind: str = "posterior") -> Iterator[TeacherRow]:  # fmt: skip
+                 chunk: int = 1024, kind: str = "posterior", folds: Iterable[int] | None = None,
+                 ) -> Iterator[TeacherRow]:  # fmt: skip
     """Label sentences with every tagger, ``chunk`` sentences at a time, in input order.
 
     At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
     file of any size runs in bounded memory. One tagger: its CRF posteriors and Viterbi path; several:
     the mean of their posteriors and the best valid BIO path through the mean of their T = 1 posteriors.
+    ``folds`` (one a sentence, ``--cross-fit``): each sentence is labelled by that member alone.
     """
     it = iter(sentences)
+    fold_it = iter(folds) if folds is not None else None
     while True:
         batch = [s for _, s in zip(range(chunk), it)]
         if not batch:
             return
+        if fold_it is not None:
+            yield from _label_held_out(taggers, batch, [next(fold_it) for _ in batch], labels, temperature, kind)
+            continue
         many = len(taggers) > 1
         per_member: list = [None] * len(taggers)
         for group in _by_embeddings(taggers):  # taggers sharing an encoder embed each sentence once
@@ -197,6 +219,24 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
             yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
 
 
+def _label_held_out(taggers: Sequence, batch: list[Sentence], folds: list[int], labels: list[str],
+                    temperature: float, kind: str) -> Iterator[TeacherRow]:  # fmt: skip
+    """Cross-fitted soft labels: sentence i by member ``folds[i]``, the one that did not train on it."""
+    out: list = [None] * len(batch)
+    for group in _by_embeddings(taggers):
+        shared = ft.to_flair(Sentence(s.tokens) for s in batch) if len(group) > 1 else None
+        for k in group:
+            idx = [i for i, f in enumerate(folds) if f == k]
+            flair_sents = None if shared is None else [shared[i] for i in idx]
+            for i, lab in zip(idx, ft.label(taggers[k], [batch[i] for i in idx], labels, temperature, kind=kind,
+                                            flair_sentences=flair_sents)):  # fmt: skip
+                out[i] = lab
+        for s in shared or []:
+            s.clear_embeddings()
+    for sent, lab in zip(batch, out):
+        yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags])
+
+
 def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) -> None:
     """Keep an interrupted run's labelled chunks only if they came from the same inputs and teachers."""
     corpus = Path(cfg.corpus)
@@ -206,6 +246,7 @@ def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) 
         "soft_labels": cfg.soft_labels,
         "label_chunk": cfg.label_chunk,
         "pretokenized": cfg.pretokenized,
+        "cross_fit": cfg.cross_fit,
         "files": {
             str(p): trust.sha256(p)
             for p in [corpus / f"{s}.txt" for s in SPLITS] + ([Path(cfg.unlabeled)] if cfg.unlabeled else [])
@@ -238,16 +279,21 @@ def run_teach(cfg: TeachConfig) -> dict:
         raise UserError(f"--ensemble must be at least 1, got {n}")
     for f in files:  # every file is checked (exists, trusted) before any work
         trust_check_file(f, cfg.trust_teacher)
+    if cfg.cross_fit and (files or n < 2):
+        raise UserError("--cross-fit trains the ensemble's members on train folds: it needs --ensemble 2 or more "
+                        "and no --teacher files")  # fmt: skip
+    folds = train_folds(len(corpus["train"]), n, cfg.seed) if cfg.cross_fit else None
     if cfg.soft_labels not in ft.SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {cfg.soft_labels!r}; use one of {', '.join(ft.SOFT_LABELS)}")
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
+                    "cross_fit": cfg.cross_fit,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
     with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
         t0 = time.perf_counter()
         taggers, members = [], []
         cache = ft.EmbeddingCache()  # frozen embeddings: members after the first reuse its word vectors
         for k in range(n):
-            tagger, info = _member(cfg, k, files, corpus, labels, tmp, cache)
+            tagger, info = _member(cfg, k, files, corpus, labels, tmp, cache, folds)
             taggers.append(tagger)
             members.append(info)
         cache.clear()
@@ -287,7 +333,11 @@ def run_teach(cfg: TeachConfig) -> dict:
                     bar.update(len(chunk))
                     continue
                 rows = []
-                for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels):
+                held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
+                if folds is not None and name == "train":
+                    held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
+                for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
+                                        held_out):  # fmt: skip
                     rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
                     if scored:
                         gold.append(lab.sentence.tags)
@@ -318,11 +368,14 @@ def run_teach(cfg: TeachConfig) -> dict:
             argmax = [[labels[k] for k in np.stack(r["probs"]).argmax(-1)] for r in ds]
             scores[name]["posterior_argmax_f1"] = entity_report([[labels[i] for i in r["tags"]] for r in ds],
                                                                 argmax)["f1"]  # fmt: skip
+        decoding = "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
+        if folds:
+            decoding += "; train: cross-fitted, each tweet labelled by the member trained without its fold"
         report["soft_labels"] = {
             "splits": {k: v.num_rows for k, v in stored.items()},
             "max_row_sum_error": max(softlabels.max_row_error(v) for v in stored.values()),
             "viterbi_posterior_argmax_agreement": agreement,
-            "decoding": "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors",
+            "decoding": decoding,
             "reused_chunks": reused,
         }
         shutil.rmtree(tmp / "members", ignore_errors=True)  # resume bookkeeping; the report holds the same
