@@ -8,6 +8,7 @@ import pytest
 
 from nerdistil import softlabels, trust
 from nerdistil.data.conll import read_conll
+from nerdistil.metrics import entity_report
 from nerdistil.teacher import flair_teacher as ft
 from nerdistil.teacher.teach import average, decode_posteriors
 
@@ -293,10 +294,12 @@ def test_cross_fit_labels_each_train_tweet_with_the_member_that_did_not_see_it(c
                                                                                          folds.count(0)]  # fmt: skip
     taggers = [ft.load_teacher(out / m["file"]) for m in report["members"]]
     labels, t = report["labels"], report["temperature"]
-    alone = [[lab.probs for lab in ft.label(tagger, train, labels, t)] for tagger in taggers]
+    alone = [list(ft.label(tagger, train, labels, t)) for tagger in taggers]
     for i, stored in enumerate(_probs(out, "train")):
-        np.testing.assert_allclose(stored, alone[folds[i]][i], atol=1e-5)  # the held-out member only
-    assert not all(np.allclose(a, b) for a, b in zip(*alone))
+        np.testing.assert_allclose(stored, alone[folds[i]][i].probs, atol=1e-5)  # the held-out member only
+    assert not all(np.allclose(a.probs, b.probs) for a, b in zip(*alone))
+    held_out_tags = [alone[folds[i]][i].tags for i in range(len(train))]
+    assert report["train_fit_f1"] == pytest.approx(entity_report([s.tags for s in train], held_out_tags)["f1"])
     both = [[lab.probs for lab in ft.label(tagger, test, labels, t)] for tagger in taggers]
     for stored, a, b in zip(_probs(out, "test"), *both):
         np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)  # dev and test: the mean of every member

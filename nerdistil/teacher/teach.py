@@ -368,6 +368,10 @@ def run_teach(cfg: TeachConfig) -> dict:
             argmax = [[labels[k] for k in np.stack(r["probs"]).argmax(-1)] for r in ds]
             scores[name]["posterior_argmax_f1"] = entity_report([[labels[i] for i in r["tags"]] for r in ds],
                                                                 argmax)["f1"]  # fmt: skip
+        if "train" in stored:  # how closely the stored train labels follow the gold tags the teacher trained on
+            ds = stored["train"].with_format("numpy")
+            gold = [[labels[i] for i in r["tags"]] for r in ds]
+            report["train_fit_f1"] = entity_report(gold, [[labels[i] for i in r["teacher_tags"]] for r in ds])["f1"]
         decoding = "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
         if folds:
             decoding += "; train: cross-fitted, each tweet labelled by the member trained without its fold"
