@@ -45,7 +45,7 @@ def describe(teacher: dict) -> str:
     extra = teacher.get("soft_labels", {}).get("splits", {}).get("unlabeled")
     return (
         f"Flair BiLSTM-CRF, {emb}"
-        + (f", ensemble of {n}" if n > 1 else "")
+        + (f", {'cross-fitted ' if teacher.get('cross_fit') else ''}ensemble of {n}" if n > 1 else "")
         + f", T = {teacher['temperature']:g}"
         + (f", plus {extra:,} teacher-labelled transfer tweets" if extra else "")
     )
