@@ -69,13 +69,10 @@ def mean_sd(xs: list[float]) -> str:
 def train_fit(run: Path) -> float:
     """Entity F1 of a teacher's stored train labels against the gold tags (runs made before teach reported it)."""
     from nerdistil import softlabels
-    from nerdistil.metrics import entity_report
+    from nerdistil.teacher.teach import decoded_f1
 
-    ds = softlabels.load(run / "soft_labels")["train"].with_format("numpy")
-    names = softlabels.label_names(softlabels.load(run / "soft_labels"))
-    return entity_report(
-        [[names[i] for i in r["tags"]] for r in ds], [[names[i] for i in r["teacher_tags"]] for r in ds]
-    )["f1"]
+    stored = softlabels.load(run / "soft_labels")
+    return decoded_f1(stored["train"], softlabels.label_names(stored))
 
 
 def main() -> None:

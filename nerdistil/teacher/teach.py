@@ -117,6 +117,13 @@ def train_folds(n_train: int, n_folds: int, seed: int) -> list[int]:
     return fold
 
 
+def decoded_f1(ds, labels: Sequence[str]) -> float:
+    """Entity F1 of a stored split's teacher tags against its gold tags."""
+    ds = ds.with_format("numpy")
+    gold = [[labels[i] for i in r["tags"]] for r in ds]
+    return entity_report(gold, [[labels[i] for i in r["teacher_tags"]] for r in ds])["f1"]
+
+
 def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[Sentence]], labels: list[str],
             tmp: Path, cache: ft.EmbeddingCache | None = None, folds: list[int] | None = None):  # fmt: skip
     """Load member k from its file, or train it (seed + k; without train fold k when ``folds``).
@@ -201,14 +208,8 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
             yield from _label_held_out(taggers, batch, [next(fold_it) for _ in batch], labels, temperature, kind)
             continue
         many = len(taggers) > 1
-        per_member: list = [None] * len(taggers)
-        for group in _by_embeddings(taggers):  # taggers sharing an encoder embed each sentence once
-            shared = ft.to_flair(Sentence(s.tokens) for s in batch) if len(group) > 1 else None
-            for k in group:
-                per_member[k] = list(ft.label(taggers[k], batch, labels, temperature, kind=kind, decode_probs=many,
-                                              flair_sentences=shared))  # fmt: skip
-            for s in shared or []:
-                s.clear_embeddings()
+        every = list(range(len(batch)))
+        per_member = _label_subsets(taggers, batch, [every] * len(taggers), labels, temperature, kind, many)
         for i, sent in enumerate(batch):
             outs = [m[i] for m in per_member]
             if len(outs) == 1:
@@ -219,20 +220,29 @@ def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[
             yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
 
 
-def _label_held_out(taggers: Sequence, batch: list[Sentence], folds: list[int], labels: list[str],
-                    temperature: float, kind: str) -> Iterator[TeacherRow]:  # fmt: skip
-    """Cross-fitted soft labels: sentence i by member ``folds[i]``, the one that did not train on it."""
-    out: list = [None] * len(batch)
+def _label_subsets(taggers: Sequence, batch: list[Sentence], subsets: list[list[int]], labels: list[str],
+                   temperature: float, kind: str, decode_probs: bool = False) -> list[list[ft.Labelled]]:  # fmt: skip
+    """Tagger k labels ``batch[i]`` for i in ``subsets[k]``; taggers sharing an encoder embed each sentence once."""
+    out: list = [None] * len(taggers)
     for group in _by_embeddings(taggers):
         shared = ft.to_flair(Sentence(s.tokens) for s in batch) if len(group) > 1 else None
         for k in group:
-            idx = [i for i, f in enumerate(folds) if f == k]
-            flair_sents = None if shared is None else [shared[i] for i in idx]
-            for i, lab in zip(idx, ft.label(taggers[k], [batch[i] for i in idx], labels, temperature, kind=kind,
-                                            flair_sentences=flair_sents)):  # fmt: skip
-                out[i] = lab
+            flair_sents = None if shared is None else [shared[i] for i in subsets[k]]
+            out[k] = list(ft.label(taggers[k], [batch[i] for i in subsets[k]], labels, temperature, kind=kind,
+                                   decode_probs=decode_probs, flair_sentences=flair_sents))  # fmt: skip
         for s in shared or []:
             s.clear_embeddings()
+    return out
+
+
+def _label_held_out(taggers: Sequence, batch: list[Sentence], folds: list[int], labels: list[str],
+                    temperature: float, kind: str) -> Iterator[TeacherRow]:  # fmt: skip
+    """Cross-fitted soft labels: sentence i by member ``folds[i]``, the one that did not train on it."""
+    subsets = [[i for i, f in enumerate(folds) if f == k] for k in range(len(taggers))]
+    out: list = [None] * len(batch)
+    for subset, labelled in zip(subsets, _label_subsets(taggers, batch, subsets, labels, temperature, kind)):
+        for i, lab in zip(subset, labelled):
+            out[i] = lab
     for sent, lab in zip(batch, out):
         yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags])
 
@@ -369,9 +379,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             scores[name]["posterior_argmax_f1"] = entity_report([[labels[i] for i in r["tags"]] for r in ds],
                                                                 argmax)["f1"]  # fmt: skip
         if "train" in stored:  # how closely the stored train labels follow the gold tags the teacher trained on
-            ds = stored["train"].with_format("numpy")
-            gold = [[labels[i] for i in r["tags"]] for r in ds]
-            report["train_fit_f1"] = entity_report(gold, [[labels[i] for i in r["teacher_tags"]] for r in ds])["f1"]
+            report["train_fit_f1"] = decoded_f1(stored["train"], labels)
         decoding = "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
         if folds:
             decoding += "; train: cross-fitted, each tweet labelled by the member trained without its fold"
