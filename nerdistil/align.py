@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where batches are made: the torch-free runtime imports windows() from here
+    import torch
 
 IGNORE = -100
 
@@ -132,6 +135,8 @@ class Collator:
 
     def __call__(self, items: Sequence[tuple[Window, np.ndarray | None]]) -> dict[str, torch.Tensor]:
         """Collate (window, soft labels or None) pairs into one padded batch."""
+        import torch
+
         T = max(max(len(w.input_ids) for w, _ in items), self.pad_to or 0)
         B = len(items)
         ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)

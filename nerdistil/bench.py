@@ -32,7 +32,7 @@ class Spec:
     name: str
     path: str
     kind: str  # "flair" or "student"
-    backend: str = "pytorch"  # "pytorch", "onnx", "onnx-int8"
+    backend: str = "pytorch"  # "pytorch", "onnx", "onnx-int8", or "export" (a `nerdistil export` folder)
     padding: str = "dynamic"  # "dynamic" or "fixed:N"
     onnx_dir: str | None = None
 
@@ -58,6 +58,15 @@ def flair_tags(tagger, batch: list[list[str]]) -> list[list[str]]:
 
 def _load(spec: Spec, threads: int):
     """Returns (words -> tags function, parameter count, bytes on disk)."""
+    if spec.backend == "export":  # nerdistil export folder: ONNX graph with the decoder inside, no torch
+        import onnx
+
+        from nerdistil.runtime import MODEL, Tagger
+
+        tagger = Tagger.load(spec.path, threads)
+        graph = onnx.load(str(Path(spec.path) / MODEL), load_external_data=False).graph
+        params = sum(int(np.prod(i.dims)) for i in graph.initializer)
+        return (lambda batch: tagger.decode(batch, len(batch))[0]), params, (Path(spec.path) / MODEL).stat().st_size
     import torch
 
     if spec.kind == "flair":
@@ -69,20 +78,18 @@ def _load(spec: Spec, threads: int):
         return (lambda batch: flair_tags(tagger, batch)), params, os.path.getsize(spec.path)
 
     from nerdistil.align import load_tokenizer
-    from nerdistil.ner import predict
+    from nerdistil.ner import load_student, predict
 
-    tokenizer = load_tokenizer(spec.path)
     pad_to = int(spec.padding.split(":")[1]) if spec.padding.startswith("fixed:") else None
     if spec.backend == "pytorch":
-        from transformers import AutoModelForTokenClassification
-
-        model = AutoModelForTokenClassification.from_pretrained(spec.path)
+        model, tokenizer, _ = load_student(spec.path)
         params = sum(p.numel() for p in model.parameters())
         disk = sum(f.stat().st_size for f in Path(spec.path).glob("*.safetensors"))
     else:
         import onnxruntime as ort
         from transformers import AutoConfig
 
+        tokenizer = load_tokenizer(spec.path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -132,10 +139,17 @@ def fingerprint(sentences: list[list[str]]) -> str:
 
 def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
             threads: int, repeats: int, warmup: int) -> list[dict]:  # fmt: skip
-    """Runs inside a fresh process: load, warm up, time every batch size, score once."""
-    import torch
+    """Runs inside a fresh process: load, warm up, time every batch size, score once.
 
-    torch.set_num_threads(threads)
+    An export folder runs as deployed: the torch-free runtime, torch never imported in its process.
+    """
+    import contextlib
+
+    deployed = spec.backend == "export"
+    if not deployed:
+        import torch
+
+        torch.set_num_threads(threads)
     fn, params, disk = _load(spec, threads)
     n_words = sum(len(s) for s in sentences)
     rows = []
@@ -147,7 +161,7 @@ def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None
         if any(len(p) != len(g) for p, g in zip(pred, gold)):
             raise RuntimeError(f"{spec.name}: a sentence got a different number of tags than words")
         f1 = entity_report(gold, pred)["f1"]
-    with torch.inference_mode():
+    with contextlib.nullcontext() if deployed else torch.inference_mode():
         for bs in batch_sizes:
             batches = [sentences[i : i + bs] for i in range(0, len(sentences), bs)]
             for b in batches[:warmup]:

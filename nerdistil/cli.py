@@ -75,6 +75,10 @@ def data_augment(
     for name, p in (("--p-mention", p_mention), ("--p-word", p_word)):
         if not 0.0 <= p <= 1.0:
             raise UserError(f"{name} must be in [0, 1], got {p}")
+    from nerdistil.runio import check_file_out
+
+    check_file_out(out_file, [train_file])
+    check_file_out(conll, [train_file, out_file])
     gold = read_conll(train_file)
     made = list(augment(gold, copies, seed, p_mention, p_word))
     write_pretokenized(out_file, made)
@@ -314,8 +318,9 @@ def evaluate(
 ) -> None:
     """Entity-level precision, recall and F1 (seqeval; default and strict IOB2 modes), per type and averaged."""
     from nerdistil.evaluate import run_evaluate
-    from nerdistil.runio import write_json
+    from nerdistil.runio import check_file_out, write_json
 
+    check_file_out(json_out, [model, corpus, teacher])  # before the evaluation runs, not after
     report = run_evaluate(model, corpus, teacher, trust_teacher, repair=repair_tags)
     table = Table(title=f"{model} on {corpus} ({report['n_sentences']} sentences, {report['n_words']} words)")
     for col in ("type", "precision", "recall", "F1", "support"):
@@ -336,6 +341,78 @@ def evaluate(
         )
     if json_out:
         write_json(json_out, report)
+
+
+@app.command("export")
+def export_cmd(
+    student: Annotated[Path, typer.Argument(help="A `distil` or `finetune` output folder.")],
+    out: Annotated[
+        Path, typer.Option(help="Export folder to write (atomically): model.onnx, tokenizer, nerdistil.json.")
+    ],
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="none: fp32; int8: dynamic int8, an error (exit 2) if it loses more than --max-f1-drop; auto: int8, "
+            "else int8 with per-channel weights, else fp32, whichever first passes the gate."
+        ),
+    ] = "auto",
+    corpus: Annotated[
+        Optional[Path], typer.Option(help="CoNLL file with gold tags for the gate (default: the student's dev set).")
+    ] = None,
+    max_f1_drop: Annotated[
+        float, typer.Option(help="Largest entity-F1 loss against the PyTorch student an int8 graph may have.")
+    ] = 0.01,
+    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap draws for the F1 difference's 95% CI.")] = 1000,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a student as one ONNX graph with nerdistil's valid-BIO decoder inside, behind a quality gate."""
+    from nerdistil.export import run_export
+
+    meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap)
+    gate = meta["gate"]
+    table = Table(title=f"export {student} -> {out} (gate: {gate['sentences']} sentences of {gate['corpus']})")
+    for col in ("graph", "entity F1", "drop vs PyTorch", "95% CI of the difference", "word agreement",
+                "p50 ms (batch 1)", "MB"):  # fmt: skip
+        table.add_column(col, justify="right")
+    table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-")
+    for c in gate["candidates"]:
+        lo, hi = c["ci95"]
+        table.add_row(c["name"] + (" (kept)" if c["name"] == gate["chosen"] else ""), f"{c['f1']:.4f}",
+                      f"{c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", f"{c['word_agreement']:.4f}",
+                      f"{c['p50_ms_batch1']:.2f}", f"{c['mb']:.1f}")  # fmt: skip
+    console.print(table)
+    console.print(f"decision: {gate['decision']}", soft_wrap=True)
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        Path, typer.Argument(help="An export folder (`nerdistil export`), a student folder or a Flair teacher file.")
+    ],
+    input_file: Annotated[Path, typer.Option("--input", help="Raw tweets, one a line (or CoNLL words).")],
+    output: Annotated[
+        Optional[Path], typer.Option(help="Where to write (default: stdout); written as OUT.partial, then renamed.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (one JSON object a line, in input order) or conll.")] = (
+        "jsonl"
+    ),
+    input_format: Annotated[
+        str, typer.Option(help="tweets (one raw tweet a line) or conll (one word a line, tag column ignored).")
+    ] = "tweets",
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 32,
+    buffer: Annotated[int, typer.Option(help="Lines read, sorted by length and tagged at a time (bounds memory).")] = (
+        4096
+    ),
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).")] = None,
+    trust_teacher: TrustOpt = False,
+) -> None:
+    """Tag raw tweets: words, valid-BIO tags, confidences and entities with character offsets, streamed."""
+    from nerdistil.predict import run_predict
+
+    stats = run_predict(model, input_file, output, fmt, input_format, batch_size, buffer, trust_teacher, threads)
+    if output is not None:
+        console.print(f"predict: {stats['lines']} lines, {stats['words']} words in {stats['seconds']:.1f} s "
+                      f"({stats['lines_per_s'] or 0:.0f} lines/s, {stats['model_kind']}) -> {output}")  # fmt: skip
 
 
 @app.command("run")
@@ -367,7 +444,10 @@ def run_cmd(
 @app.command("bench-latency")
 def bench_latency(
     teacher: Annotated[Path, typer.Option(help="Flair teacher file (unpickled: trusted files only).")],
-    student: Annotated[list[Path], typer.Option(help="Student model folder; repeat for several students.")],
+    student: Annotated[
+        list[Path],
+        typer.Option(help="Student model folder or `nerdistil export` folder (timed as deployed); repeatable."),
+    ],
     corpus: Annotated[Path, typer.Option(help="CoNLL file (token[, tag]): its sentences, in order, for every model.")],
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     threads: Annotated[Optional[int], typer.Option(help="Torch/ONNX Runtime threads (default: all cores).")] = None,
@@ -393,28 +473,41 @@ def bench_latency(
 
     from nerdistil import bench
     from nerdistil.data.conll import read_conll
-    from nerdistil.runio import write_json
+    from nerdistil.runio import check_file_out, write_json
     from nerdistil.trust import check
 
     check(teacher, trust_teacher)
+    check_file_out(json_out, [teacher, corpus, *student])
+    check_file_out(plot_out, [teacher, corpus, *student])
+    for name, value, least in (("--threads", threads, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{name} must be at least {least}, got {value}")
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(batch_sizes)
         paddings = [p.strip() for p in padding.split(",") if p.strip()]
         for p in paddings:
             if p != "dynamic" and not (p.startswith("fixed:") and int(p.split(":")[1]) > 0):
                 raise ValueError(p)
     except ValueError:
-        raise UserError("--batch-sizes takes integers like 1,8,32 and --padding dynamic or fixed:N") from None
-    for s in student:
-        if not (s / "config.json").is_file():
-            raise UserError("not a student model folder (no config.json)", s)
-    first = (
-        next((ln for ln in corpus.read_text(encoding="utf-8-sig").splitlines() if ln.strip()), "")
-        if corpus.is_file()
-        else ""
-    )
+        raise UserError("--batch-sizes takes integers of at least 1 like 1,8,32, and --padding dynamic or fixed:N"
+                        ) from None  # fmt: skip
+    from nerdistil.ner import check_student_folder
+    from nerdistil.runtime import CONFIG
+
+    exports = {s for s in student if (s / CONFIG).is_file()}  # `nerdistil export` folders: timed as deployed
+    for s in student:  # a broken folder fails here, in one line, not in a measuring process
+        if s not in exports:
+            check_student_folder(s)
+    first = ""
+    if corpus.is_file():  # one or two columns? sniffed leniently; read_conll reports undecodable bytes by line
+        with open(corpus, encoding="utf-8-sig", errors="replace") as f:
+            first = next((ln for ln in f if ln.strip()), "")
     sents = read_conll(corpus, tag_col=None if len(first.split()) < 2 else -1)
+    if max_sentences is not None and max_sentences < 1:
+        raise UserError("--max-sentences must be at least 1")
     sents = sents[:max_sentences] if max_sentences else sents
     words = [s.tokens for s in sents]
     gold = [s.tags for s in sents] if sents[0].tags is not None else None
@@ -423,6 +516,9 @@ def bench_latency(
     names = [s.name if [x.name for x in student].count(s.name) == 1 else str(s) for s in student]
     with tempfile.TemporaryDirectory() as tmp:
         for name, s in zip(names, student):
+            if s in exports:
+                specs.append(bench.Spec(name, str(s), "student", "export"))
+                continue
             specs += [bench.Spec(name, str(s), "student", "pytorch", p) for p in paddings]
             if onnx:
                 d = bench.export_onnx(str(s), Path(tmp) / name)
@@ -450,8 +546,11 @@ def bench_latency(
 
 @app.command()
 def preprocess(
-    input_file: Annotated[Path, typer.Argument(help="Raw tweets, one a line, or a CoNLL file (sentences are joined).")],
+    input_file: Annotated[Path, typer.Argument(help="Raw tweets, one a line (or CoNLL with --input-format conll).")],
     output_file: Annotated[Path, typer.Argument(help="Clean tweets, one a line.")],
+    input_format: Annotated[
+        str, typer.Option(help="tweets: one a line, tabs and all (never taken for CoNLL); conll: sentences joined.")
+    ] = "tweets",
     dedupe: Annotated[bool, typer.Option(help="Drop exact duplicates (after case-folding and whitespace).")] = True,
     urls: Annotated[bool, typer.Option(help="Remove URLs and links.")] = True,
     mentions: Annotated[bool, typer.Option(help="Remove @user mentions (and the ':' of '@user:').")] = True,
@@ -467,12 +566,14 @@ def preprocess(
     from nerdistil.lm.preprocess import Steps, read_tweets
     from nerdistil.lm.preprocess import preprocess as run
 
+    if input_format not in ("tweets", "conll"):
+        raise UserError(f"--input-format takes tweets or conll, not {input_format!r}")
     steps = Steps(html, urls, mentions, punctuation, non_alnum, whitespace, dedupe, drop_emoji)
-    tweets, stats = run(read_tweets(input_file), steps)
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_file.with_name(output_file.name + ".partial")
-    tmp.write_text("".join(t + "\n" for t in tweets), encoding="utf-8")
-    os.replace(tmp, output_file)
+    from nerdistil.runio import check_file_out, write_text
+
+    check_file_out(output_file, [input_file])  # never the input itself, and writable before the work
+    tweets, stats = run(read_tweets(input_file, input_format), steps)
+    write_text(output_file, "".join(t + "\n" for t in tweets))
     table = Table(title=f"preprocess {input_file} -> {output_file}")
     table.add_column("step")
     table.add_column("characters removed", justify="right")
@@ -602,14 +703,18 @@ def lm_eval(
 ) -> None:
     """Perplexity on held-out tweets, nearest vocabulary neighbours per word, and neighbour overlap."""
     from nerdistil.lm.evaluate import markdown, run_lm_eval
-    from nerdistil.runio import write_json
+    from nerdistil.runio import check_file_out, write_json, write_text
 
+    check_file_out(json_out, [corpus])
+    check_file_out(markdown_out, [corpus])
+    if k < 1:
+        raise UserError(f"--k must be at least 1, got {k}")
     report = run_lm_eval(model, str(corpus) if corpus else None, [w for w in words.split(",") if w], k, seed)
     print_lm_eval(report)
     if json_out:
         write_json(json_out, report)
     if markdown_out:
-        markdown_out.write_text(markdown(report))
+        write_text(markdown_out, markdown(report))
 
 
 def _s(p: Optional[Path]) -> Optional[str]:

@@ -7,9 +7,11 @@ A config file is either flat (``epochs: 20``) or holds one section per command
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -62,16 +64,103 @@ class TeachConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def _build(cls: type[T], values: dict[str, Any], source: str) -> T:
+def _is(kind: type, value: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _typed(hint: Any, value: Any) -> tuple[bool, Any]:
+    """(ok, value converted) for a value read from YAML or a flag against a field's type hint."""
+    if value is None:
+        return type(None) in get_args(hint) or hint is type(None), value
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    for opt in options:
+        if get_origin(opt) is list:
+            (item,) = get_args(opt)
+            if isinstance(value, list) and all(_is(item, v) for v in value):
+                return True, list(value)
+        elif isinstance(opt, type) and _is(opt, value):
+            return True, float(value) if opt is float else value
+    return False, value
+
+
+def _type_name(hint: Any) -> str:
+    names = []
+    for opt in get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,):
+        if opt is type(None):
+            continue
+        names.append("a list of strings" if get_origin(opt) is list else {int: "a whole number", float: "a number",
+                     bool: "true or false", str: "a string"}.get(opt, getattr(opt, "__name__", str(opt))))  # fmt: skip
+    return " or ".join(names)
+
+
+# Ranges of numeric settings, by field name, checked where they enter (config file and flags alike).
+_AT_LEAST_1 = {"epochs", "batch_size", "ensemble", "hidden_size", "label_chunk", "grad_accum", "max_length",
+               "student_layers"}  # fmt: skip
+_AT_LEAST_0 = {"patience", "checkpoint_every", "prune_heads", "augment_copies"}
+_POSITIVE = {"temperature", "lr", "learning_rate", "fine_tune_lr", "adam_eps"}
+_NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse", "alpha_cos", "class_weight_power",
+                 "max_grad_norm"}  # fmt: skip
+_UNIT = {"warmup": (0, 1, "[0, 1)"), "word_dropout": (0, 1, "[0, 1)"), "locked_dropout": (0, 1, "[0, 1)"),
+         "teacher_only_ratio": (0, 1, "[0, 1)"), "mlm_probability": (0, 1, "(0, 1)")}  # fmt: skip
+_CHOICES = {"mixed_precision": ("no", "fp16", "bf16")}
+
+
+def _range_error(cls: type, name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` of ``cls``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        choices = _CHOICES.get(name)
+        if cls.__name__ == "TeachConfig" and name == "soft_labels":
+            choices = ("posterior", "flair", "hard")
+        if choices and value not in choices:
+            return f"must be one of {', '.join(choices)}, got {value!r}"
+        return None
+    if name in _AT_LEAST_1 and value < 1:
+        return f"must be at least 1, got {value}"
+    if name in _AT_LEAST_0 and value < 0:
+        return f"must be 0 or more, got {value}"
+    if name in _POSITIVE and value <= 0:
+        return f"must be greater than 0, got {value}"
+    if name in _NON_NEGATIVE and value < 0:
+        return f"must be 0 or more, got {value}"
+    if name == "min_confidence" and not 0 <= value <= 1:
+        return f"must be in [0, 1], got {value}"
+    if name in _UNIT:
+        lo, hi, shown = _UNIT[name]
+        if not (lo < value < hi if shown.startswith("(") else lo <= value < hi):
+            return f"must be in {shown}, got {value}"
+    return None
+
+
+def _build(cls: type[T], values: dict[str, Any], source: str, flags: frozenset[str] = frozenset(),
+           prefix: str = "") -> T:  # fmt: skip
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = get_type_hints(cls)
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise UserError(f"unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}", source)
     kwargs = {}
     for key, value in values.items():
+        dotted = prefix + key
+        shown = f"--{dotted.replace('_', '-')}" if dotted in flags else dotted
+        where = None if dotted in flags else source  # a flag's error names the flag, not the file
         sub = names[key].default_factory  # type: ignore[misc]
-        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
-            value = _build(sub, value, source)  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise UserError(f"{shown} must be a mapping of keys to values, got {value!r}", where)
+            kwargs[key] = _build(sub, value, source, flags, dotted + ".")  # type: ignore[arg-type]
+            continue
+        ok, value = _typed(hints[key], value)
+        if not ok:
+            raise UserError(f"{shown} must be {_type_name(hints[key])}, got {value!r}", where)
+        why = None if value is None else _range_error(cls, key, value)
+        if why:
+            raise UserError(f"{shown} {why}", where)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -110,7 +199,8 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
         for part in parents:
             target = target.setdefault(part, {})
         target[leaf] = value
-    return _build(cls, values, source)
+    flags = frozenset(k for k, v in (overrides or {}).items() if v is not None)
+    return _build(cls, values, source, flags)
 
 
 @dataclass

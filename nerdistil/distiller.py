@@ -244,6 +244,9 @@ def train(
         for batch in bar:
             with acc.accumulate(model):
                 loss, parts = loss_fn(model, batch)
+                if not torch.isfinite(loss.detach()):  # a NaN model must never be saved as a finished run
+                    raise UserError(f"the training loss became {float(loss.detach())} at epoch {epoch}, batch "
+                                    f"{batches_done + 1}; check the soft labels and lower --lr")  # fmt: skip
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -66,6 +66,60 @@ def build_student(name: str, labels: Sequence[str], layers: int | None = None):
     return model, tokenizer
 
 
+def check_student_folder(path: str | Path) -> Path:
+    """A trained student folder, checked without loading weights: config, head, weights, tokenizer.
+
+    Every way a folder can be broken gives ``path: what is wrong; what to do`` instead of a traceback.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError("no such student folder; pass the --out folder of `nerdistil distil` or `finetune`", path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError("not a student model folder (no config.json); pass a distil/finetune --out folder", path)
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"config.json is not valid JSON ({e}); retrain or restore the folder", path) from None
+    if not isinstance(cfg, dict) or not any(str(a).endswith("ForTokenClassification")
+                                            for a in cfg.get("architectures") or []):  # fmt: skip
+        raise UserError("the model has no token-classification head (config.json names no *ForTokenClassification "
+                        "architecture); pass a distil/finetune --out folder", path)  # fmt: skip
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise UserError("the student folder has no weights (model.safetensors); retrain or restore it", path)
+    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise UserError("the student folder has no tokenizer; save one with tokenizer.save_pretrained", path)
+    from safetensors import SafetensorError, safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):  # the header and the file's size, without reading tensors
+        try:
+            with safe_open(str(weights), framework="np"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{weights.name} is damaged ({str(e).splitlines()[0]}); retrain or restore the folder",
+                            path) from None  # fmt: skip
+    return path
+
+
+def load_student(path: str | Path):
+    """The one loader of a trained student folder: (model in eval mode, tokenizer, labels)."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForTokenClassification
+
+    path = check_student_folder(path)
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(path)
+        tokenizer = load_tokenizer(str(path))
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load the student ({first}); the folder is damaged: retrain or restore it",
+                        path) from None  # fmt: skip
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return model.eval(), tokenizer, labels
+
+
 @dataclass
 class Example:
     """One training window and the soft labels of its sentence (None without a teacher)."""

@@ -18,7 +18,7 @@ import yaml
 
 from nerdistil import config as cfgmod
 from nerdistil.errors import UserError
-from nerdistil.runio import versions, write_json
+from nerdistil.runio import protected, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
     overwrite = overwrite or run.overwrite
     out = Path(run.out)
     corpus = Path(run.corpus)
+    why = protected(out.expanduser().resolve(), [])  # stage folders are checked one by one
+    if why:
+        raise UserError(f"run.out {why}; nerdistil never writes its stage folders there: choose a new run.out", out)
     if run.wnut16 and not (corpus / "train.txt").is_file():
         from nerdistil.data import wnut16
 

@@ -1,4 +1,10 @@
-"""Run folders: atomic outputs, resolved configs, library versions, JSON reports."""
+"""Run folders: atomic outputs, resolved configs, library versions, JSON reports.
+
+nerdistil never deletes what it did not write: ``--out`` may only replace a folder that holds a
+finished nerdistil run (recognised by the manifest :data:`MANIFEST` that :func:`staging` writes, or
+by an older run's ``report.json``), never the working directory, the user's home, an input or a
+folder that holds an input. The staging folder is always a sibling of ``--out``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,40 +28,148 @@ from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)
 PACKAGES = ("nerdistil", "torch", "flair", "transformers", "datasets", "seqeval", "scikit-learn", "accelerate")
+MANIFEST = ".nerdistil-run.json"  # written last into every finished run folder: what nerdistil put there
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def finished_run(folder: Path) -> list[str] | None:
+    """The entries nerdistil wrote into ``folder`` if it holds a finished nerdistil run, else None."""
+    manifest = folder / MANIFEST
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        if manifest.is_file():
+            return [str(e) for e in json.loads(manifest.read_text())["entries"]] + [MANIFEST]
+        report = json.loads((folder / "report.json").read_text())  # a run from before the manifest
+        if "nerdistil" in report["environment"]["libraries"]:
+            return _entries(folder)
+    return None
+
+
+def _show(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def protected(out: Path, inputs: Iterable[str | Path | None]) -> str | None:
+    """Why ``out`` (resolved) must never be replaced, or None."""
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if out == cwd or out in cwd.parents:
+        return "is the current directory or one of its parents"
+    if out == home or out in home.parents:
+        return "is your home folder or one of its parents"
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        p = Path(given).expanduser().resolve()
+        if out == p:
+            return "is one of this command's inputs"
+        if out in p.parents:
+            return f"holds one of this command's inputs ({given})"
+    return None
+
+
+def _check_writable(path: Path) -> None:
+    """The nearest existing folder at or above ``path`` must be a folder we may write into."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create it: {probe} is a file, not a folder; choose another path", path)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write here: no write permission in {probe}; choose another path", path)
+
+
+def check_out(out: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False) -> Path:
+    """Refuse an output folder nerdistil may not write (or replace) before any work starts; returns it resolved.
+
+    An existing ``out`` must be empty, or hold a finished nerdistil run and ``overwrite`` be given.
+    Nothing else is ever replaced: the current directory, the home folder, inputs and the folders
+    holding them are refused even when empty.
+    """
+    given = out
+    out = Path(out).expanduser().resolve()
+    why = protected(out, inputs)
+    if why:
+        raise UserError(f"the output folder {why}; nerdistil never replaces it: choose a new --out", given)
+    if out.exists():
+        if not out.is_dir():
+            raise UserError("the output path is a file, not a folder; nerdistil never replaces it: choose another "
+                            "--out", given)  # fmt: skip
+        entries = _entries(out)
+        if entries:
+            ours = finished_run(out)
+            if ours is None:
+                raise UserError(f"the output folder holds {len(entries)} entries nerdistil did not write "
+                                f"({_show(entries)}); nerdistil never deletes them, even with --overwrite: choose a "
+                                "new or empty --out", given)  # fmt: skip
+            foreign = [e for e in entries if e not in ours]
+            if foreign:
+                raise UserError(f"the output folder holds a finished nerdistil run and entries it did not write "
+                                f"({_show(foreign)}); move those away or choose another --out", given)  # fmt: skip
+            if not overwrite:
+                raise UserError("the output folder already holds a finished nerdistil run; pass --overwrite to "
+                                "replace it or choose another --out", given)  # fmt: skip
+    _check_writable(out)
+    return out
+
+
+def check_file_out(path: str | Path | None, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Refuse an output file (``--json``, ``--markdown``) that is an input, a folder, or not writable."""
+    if path is None:
+        return
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise UserError("is a folder; give a file name to write to", path)
+    for given in inputs:
+        if given is not None and Path(given).expanduser().resolve() == p:
+            raise UserError("is one of this command's inputs; nerdistil never overwrites an input: choose another "
+                            "file", path)  # fmt: skip
+    _check_writable(p.parent)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UserError("cannot write it: no write permission; choose another file", path)
 
 
 @contextlib.contextmanager
-def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main: bool = True) -> Iterator[Path]:
+def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main: bool = True,
+            inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:  # fmt: skip
     """Yield a temporary sibling folder that becomes ``out`` only when the block succeeds.
 
     An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished;
-    ``resume`` reuses it (its checkpoint) instead of starting afresh. An existing non-empty
-    ``out`` is refused unless ``overwrite``. In a multi-process run only the main process
-    (``main``) creates, checks and renames anything; the others just get the path.
+    ``resume`` reuses it (its checkpoint) instead of starting afresh. ``out`` is checked by
+    :func:`check_out` (with ``overwrite`` it may replace only a finished nerdistil run). In a
+    multi-process run only the main process (``main``) creates, checks and renames anything; the
+    others just get the path.
     """
-    out = Path(out)
+    resolved = Path(out).expanduser().resolve()
+    tmp = resolved.parent / f".{resolved.name}.partial"
     if not main:
-        yield out.parent / f".{out.name}.partial"
+        yield tmp
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            what = "a finished run" if (out / "report.json").is_file() else "files"
-            raise UserError(f"the output folder already holds {what}; choose another --out or pass --overwrite", out)
-    tmp = out.parent / f".{out.name}.partial"
+    inputs = list(inputs)
+    check_out(out, inputs, overwrite)
     if resume and not tmp.is_dir():
         raise UserError(f"nothing to resume: no interrupted run ({tmp.name}) next to it; run without --resume", out)
     if tmp.exists() and not resume:
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder ({e.strerror}); choose another --out", out) from None
     try:
         yield tmp
     except UserError:  # bad input found mid-run: leave no debris, unless it holds work worth resuming
         if not any((tmp / keep).exists() for keep in ("checkpoint", "members", "labels")):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(tmp, out)
+    write_json(tmp / MANIFEST, {"entries": [e for e in _entries(tmp) if e != MANIFEST]})
+    if resolved.exists():
+        check_out(out, inputs, overwrite=True)  # still only our own finished run: replace it
+        shutil.rmtree(resolved)
+    os.replace(tmp, resolved)
 
 
 def versions() -> dict[str, Any]:
@@ -76,12 +191,49 @@ def versions() -> dict[str, Any]:
     }
 
 
+def strict(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so the JSON is valid for every parser."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # NumPy / torch scalars
+        return strict(obj.item())
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (``null`` for undefined scores; ``NaN`` and ``Infinity`` are not JSON)."""
+    return json.dumps(strict(obj), indent=indent, default=str, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Pretty JSON, written to a temporary name and renamed."""
+    """Pretty strict JSON, written to a temporary name and renamed (a failure leaves no ``.tmp`` behind)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = dumps(obj) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write it ({e.strerror}); choose another path", path) from None
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (a temporary name, then renamed); a failure is one line, no debris."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write it ({e.strerror}); choose another path", path) from None
 
 
 def write_config(path: str | Path, cfg: Any) -> None:

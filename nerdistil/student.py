@@ -18,7 +18,7 @@ from nerdistil.errors import UserError
 from nerdistil.losses import class_weights, ner_loss
 from nerdistil.metrics import full_report
 from nerdistil.ner import build_student, count_parameters, loader, make_examples, predict
-from nerdistil.runio import staging, versions, write_model_run
+from nerdistil.runio import check_out, staging, versions, write_model_run
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class StudentData:
             raise UserError("fine-tuning needs gold tags, and the training data has none")
 
     def _from_soft_labels(self, folder: Path, distil: bool, unlabeled: bool) -> None:
+        if not folder.exists():
+            raise UserError("no such folder; pass the --out folder of a `nerdistil teach` run", folder)
         sl = folder / "soft_labels" if (folder / "soft_labels").is_dir() else folder
         ds = softlabels.load(sl)
         self.labels = softlabels.label_names(ds)
@@ -56,7 +58,14 @@ class StudentData:
                 if tags is None and not distil:
                     continue
                 self.train.append(Sentence([str(t) for t in row["tokens"]], tags))
-                probs.append(np.stack(row["probs"]).astype(np.float32))
+                p = np.stack(row["probs"]).astype(np.float32)
+                if distil and not (np.isfinite(p).all() and np.abs(p.sum(-1) - 1).max(initial=0) < 1e-3):
+                    raise UserError(
+                        f"the soft labels of {part} sentence {len(probs) + 1} are not distributions "
+                        "(NaN, inf or rows not summing to 1); relabel with `nerdistil teach`",
+                        sl,
+                    )
+                probs.append(p)
         self.probs = probs if distil else None
         for part in ("dev", "test"):
             if part in ds:
@@ -89,6 +98,10 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     """Train a student (distil: CE_w + KD; finetune: CE_w only) and write its model folder."""
     from transformers import set_seed
 
+    inputs = [cfg.soft_labels, cfg.corpus, cfg.student]
+    check_out(cfg.out, inputs, cfg.overwrite)  # before any work: never replace what nerdistil did not write
+    if distil and cfg.alpha_ce == 0 and cfg.alpha_kd == 0:
+        raise UserError("--alpha-ce and --alpha-kd are both 0: the student would learn nothing; give one a weight")
     set_seed(cfg.seed)
     data = StudentData(cfg, distil)
     labels, label2id = data.labels, {label: i for i, label in enumerate(data.labels)}
@@ -123,7 +136,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
                                  cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every)  # fmt: skip
     acc = distiller.make_accelerator(tcfg)
-    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process) as tmp:
+    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:
         model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard", acc,
                                         checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
         acc.wait_for_everyone()  # every process is done with the checkpoint before it goes

@@ -89,3 +89,17 @@ def tiny_distilled(tiny_teacher, tiny_student, tmp_path_factory):
     except SystemExit as e:
         assert e.code in (0, None)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_distilled, tmp_path_factory):
+    """The tiny distilled student through `nerdistil export --quantize auto`, gated on the dev file."""
+    from nerdistil.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "e"
+    try:
+        main(["export", str(tiny_distilled), "--out", str(out), "--quantize", "auto", "--corpus",
+              str(DATA / "corpus" / "dev.txt"), "--bootstrap", "200"])  # fmt: skip
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return out

@@ -43,7 +43,7 @@ def test_preprocess_switches():
 
 
 def test_preprocess_cli_reads_conll_and_prints_counts(tmp_path, corpus_dir, cli):
-    code, out, err = cli("preprocess", corpus_dir / "train.txt", tmp_path / "clean.txt")
+    code, out, err = cli("preprocess", corpus_dir / "train.txt", tmp_path / "clean.txt", "--input-format", "conll")
     assert code == 0, err
     lines = (tmp_path / "clean.txt").read_text().splitlines()
     assert 0 < len(lines) <= 10  # 20 sentences, half of them repeated

@@ -122,4 +122,4 @@ def test_distil_with_a_teacher_only_ratio(tiny_teacher, tiny_student, cli, tmp_p
     assert report["min_confidence"] == 0.3 and report["kd_words_below_min_confidence"] >= 0
     code, _, err = cli("distil", "--soft-labels", tiny_teacher, "--student", tiny_student, "--out", tmp_path / "x",
                        "--teacher-only-ratio", "1.5")  # fmt: skip
-    assert code == 2 and "teacher_only_ratio" in err
+    assert code == 2 and "--teacher-only-ratio" in err

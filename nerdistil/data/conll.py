@@ -1,8 +1,12 @@
-"""CoNLL column files: read, validate, repair, convert between tag schemes, write.
+r"""CoNLL column files: read, validate, repair, convert between tag schemes, write.
 
 A file holds one token a line, columns separated by tabs (or, when a line has no tab, by
-spaces), sentences separated by blank (or whitespace-only) lines. ``-DOCSTART-`` lines are
-skipped. Every error a user can cause names the file and line (``UserError``).
+spaces), sentences separated by blank lines (empty, or only spaces and tabs). Lines end at
+``\n``, ``\r\n`` or ``\r`` and nothing else (``nerdistil.data.lines``): a form feed, U+0085 or
+U+2028 inside a line is part of its token. A ``-DOCSTART-`` line between sentences (first column
+exactly ``-DOCSTART-``, after a blank line, another marker or the start of the file) marks a
+document and is skipped; inside a sentence it is an ordinary word. Every error a user can cause
+names the file and line (``UserError``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nerdistil.data.lines import iter_lines
 from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -126,10 +131,18 @@ def bio_labels(types: Iterable[str]) -> list[str]:
     return labels
 
 
+_SPACES = re.compile(r" +")
+
+
 def _split_columns(line: str) -> list[str]:
+    """Tab-separated columns (spaces around them dropped), or, with no tab, space-separated ones.
+
+    Only tabs and spaces separate columns: other whitespace (a form feed, U+00A0, U+2028) is part
+    of its column.
+    """
     if "\t" in line:
         return [c.strip(" ") for c in line.split("\t")]
-    return line.split()
+    return _SPACES.split(line.strip(" "))
 
 
 def read_conll(
@@ -153,13 +166,9 @@ def read_conll(
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise UserError("is a folder, not a CoNLL file; pass one of its files (e.g. test.txt)", path)
         raise UserError("no such file; check the path", path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(f"invalid UTF-8 byte {raw[e.start]:#04x}; re-encode the file as UTF-8", path, line) from None
 
     scheme = scheme.upper()
     if scheme == "IOB2":
@@ -182,14 +191,12 @@ def read_conll(
         tags.clear()
         lines_of.clear()
 
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
+    for lineno, line in iter_lines(path):
+        if not line.strip(" \t"):
             flush()
             continue
         cols = _split_columns(line)
-        if cols[0] == "-DOCSTART-":
-            flush()
+        if cols[0] == "-DOCSTART-" and not tokens:  # a document marker; inside a sentence, a word
             continue
         if n_cols is None:
             n_cols = len(cols)
@@ -199,7 +206,7 @@ def read_conll(
             ):
                 raise UserError(
                     f"found {n_cols} column(s), need a token column ({token_col}) and a separate tag column "
-                    f"({tag_col}); check the file format or --token-col/--tag-col",
+                    f"({tag_col}); check the file format, or set data.token_col / data.tag_col in a --config file",
                     path,
                     lineno,
                 )

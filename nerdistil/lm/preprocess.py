@@ -9,6 +9,7 @@ only go with ``drop_emoji``).
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from nerdistil.errors import UserError
 
-URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|ly|co|io|gl|me)/\S*", re.IGNORECASE)
+log = logging.getLogger(__name__)
+
+# Every pattern runs in linear time on any line. A bare domain ("foo.com/x") is tried only where a
+# run of [\w.-] characters starts (one try per run, not one per word boundary inside it: "a.a.a..."
+# was quadratic); the run's leading dots and hyphens ("..foo.com/") are kept out of the URL (group 1).
+URL_RE = re.compile(
+    r"(?:https?://|www\.)\S+|(?<![\w.-])[.-]*(\w[\w.-]*\.(?:com|org|net|ly|co|io|gl|me)/\S*)", re.IGNORECASE
+)
 MENTION_RE = re.compile(r"(?<!\w)[@＠]\w+:?")
 HTML_TAG_RE = re.compile(r"</?[A-Za-z][^<>]{0,200}>")
 HTML_ENTITY_RE = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
@@ -80,11 +88,20 @@ def clean(text: str, steps: Steps, stats: Stats | None = None) -> str:
             stats.chars_removed[name] = stats.chars_removed.get(name, 0) + removed
 
     def sub(*patterns: re.Pattern):
+        # what a pattern removes: its group 1 where it has one and that matched, else the whole match
         def fn(t: str) -> tuple[str, int]:
             n = 0
+
+            def repl(m: re.Match) -> str:
+                nonlocal n
+                if m.re.groups and m.group(1) is not None:
+                    n += m.end(1) - m.start(1)
+                    return m.group()[: m.start(1) - m.start()] + " "
+                n += m.end() - m.start()
+                return " "
+
             for p in patterns:
-                n += sum(len(m) for m in p.findall(t))
-                t = p.sub(" ", t)
+                t = p.sub(repl, t)
             return t, n
 
         return fn
@@ -141,22 +158,37 @@ def preprocess(tweets: Iterable[str], steps: Steps) -> tuple[list[str], Stats]:
     return out, stats
 
 
-def read_tweets(path: str | Path) -> list[str]:
-    """One raw tweet a line, or a CoNLL file (tab-separated columns) whose sentences are joined with spaces."""
-    from nerdistil.data.conll import read_conll
+INPUT_FORMATS = ("tweets", "conll", "auto")
 
+
+def read_tweets(path: str | Path, input_format: str = "tweets") -> list[str]:
+    r"""The tweets of a file: one a line (``tweets``), or a CoNLL file's sentences joined with spaces (``conll``).
+
+    Lines end at ``\n``, ``\r\n`` or ``\r`` only (``nerdistil.data.lines``); blank lines hold no tweet.
+    A ``tweets`` file is never taken for CoNLL: a tab is part of its tweet (``id<TAB>text`` stays one
+    tweet a line). ``auto`` (the language-model commands' corpora) reads CoNLL only when the first
+    non-blank line is ``word<TAB>...<TAB>tag`` with a valid BIO/BIOES tag, and says which it chose.
+    """
+    from nerdistil.data.conll import read_conll, split_tag
+    from nerdistil.data.lines import iter_lines
+
+    if input_format not in INPUT_FORMATS:
+        raise UserError(f"unknown input format {input_format!r}; use {' or '.join(INPUT_FORMATS[:2])}")
     path = Path(path)
     if not path.is_file():
         raise UserError("no such input file", path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"invalid UTF-8 ({e.reason}); re-encode the file as UTF-8", path) from None
-    lines = text.splitlines()
-    first = next((ln for ln in lines if ln.strip()), "")
-    if "\t" in first:  # CoNLL: token TAB tag ...
+    if input_format == "auto":
+        first = next((ln for _, ln in iter_lines(path) if ln.strip()), "")
+        cols = first.split("\t")
+        try:
+            conll = len(cols) >= 2 and " " not in cols[0].strip(" ") and bool(split_tag(cols[-1].strip(" ")))
+        except ValueError:
+            conll = False
+        input_format = "conll" if conll else "tweets"
+        log.info("%s: read as %s", path, "CoNLL (sentences joined)" if conll else "tweets, one a line")
+    if input_format == "conll":
         return [" ".join(s.tokens) for s in read_conll(path, tag_col=None)]
-    return [ln for ln in lines if ln.strip()]
+    return [ln for _, ln in iter_lines(path) if ln.strip()]
 
 
 def step_names() -> list[str]:

@@ -21,7 +21,7 @@ from nerdistil.errors import UserError
 from nerdistil.layers import num_layers, prune_least_important_heads, select_layers
 from nerdistil.lm.preprocess import read_tweets
 from nerdistil.losses import cosine_hidden, kd_kl, mse_logits, weighted_ce
-from nerdistil.runio import staging, versions, write_model_run
+from nerdistil.runio import check_out, staging, versions, write_model_run
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
     source = cfg.teacher if distil else cfg.model
     if not source:
         raise UserError("lm-distil needs --teacher MLM" if distil else "lm-finetune needs --model MLM")
+    check_out(cfg.out, [cfg.corpus, cfg.eval_corpus, cfg.teacher, cfg.model, cfg.student], cfg.overwrite)
+    if distil and not any((cfg.alpha_ce, cfg.alpha_mlm, cfg.alpha_mse, cfg.alpha_cos)):
+        raise UserError("every loss weight (--alpha-ce, --alpha-mlm, --alpha-mse, --alpha-cos) is 0: the student "
+                        "would learn nothing; give one a weight")  # fmt: skip
     base, tokenizer = load_mlm(source)
     layers = parse_layers(cfg.student_layers)
     teacher = None
@@ -179,8 +183,8 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
     alphas = {"ce": cfg.alpha_ce, "mlm": cfg.alpha_mlm, "mse": cfg.alpha_mse, "cos": cfg.alpha_cos} if distil else {
         "mlm": 1.0}  # fmt: skip
 
-    train = read_tweets(cfg.corpus)
-    held_out = read_tweets(cfg.eval_corpus) if cfg.eval_corpus else None
+    train = read_tweets(cfg.corpus, "auto")  # tweets, one a line, or a CoNLL file (word<TAB>tag lines)
+    held_out = read_tweets(cfg.eval_corpus, "auto") if cfg.eval_corpus else None
     items = encode(tokenizer, train, cfg.max_length)
     sampler = distiller.EpochBatchSampler([len(it["input_ids"]) for it in items], cfg.batch_size, True, cfg.seed)
     loader = torch.utils.data.DataLoader(
@@ -201,7 +205,8 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
                                  cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every,
                                  "perplexity", maximize=False)  # fmt: skip
     acc = distiller.make_accelerator(tcfg)
-    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process) as tmp:
+    inputs = [cfg.corpus, cfg.eval_corpus, cfg.teacher, cfg.model, cfg.student]
+    with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:
         before = (
             perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length)[0] if held_out else None
         )

@@ -403,6 +403,38 @@ def share_embeddings(taggers: Sequence) -> int:
     return merged
 
 
+# Sentences longer than MAX_WINDOW_WORDS are labelled in overlapping word windows of that many words,
+# WINDOW_CONTEXT words of overlap on each side (see ``word_windows`` and ``label``), so the memory of
+# labelling one sentence does not grow with its length.
+MAX_WINDOW_WORDS = 256
+WINDOW_CONTEXT = 32
+WINDOW_BATCH_WORDS = 1024  # windows are labelled this many words a batch (4 windows), not ``batch_size`` windows
+
+
+def word_windows(n: int, size: int | None = None, context: int | None = None) -> list[tuple[int, int, int, int]]:
+    """The word windows that label a sentence of ``n`` words: ``(start, end, keep_from, keep_to)`` each.
+
+    A sentence of at most ``size`` (default ``MAX_WINDOW_WORDS``) words is one window. A longer one
+    gets windows of ``size`` words starting every ``size - 2 * context`` words (the last one ends
+    at the sentence's end, so it may be shorter); consecutive windows overlap by ``2 * context``
+    words. Each word keeps the labels of the window where it is most central, the one that sees
+    most context on both sides of it (a sentence's own ends count as complete context): the
+    overlap is split at its middle, so ``[keep_from, keep_to)`` ranges tile the sentence and every
+    word keeps at least ``context`` words of context on either side, or the sentence's edge.
+    """
+    size = MAX_WINDOW_WORDS if size is None else size
+    context = WINDOW_CONTEXT if context is None else context
+    if n <= size:
+        return [(0, n, 0, n)]
+    if not 0 <= 4 * context <= size:  # overlaps of 2 * context words must not reach each other
+        raise ValueError(f"window context {context} must be between 0 and a quarter of the window size {size}")
+    stride = size - 2 * context
+    spans = [(a, min(a + size, n)) for a in range(0, n - 2 * context, stride)]
+    spans = spans[: next(k for k, (_, b) in enumerate(spans) if b == n) + 1]
+    cuts = [0] + [(b - 1 + a_next) // 2 + 1 for (_, b), (a_next, _) in zip(spans, spans[1:])] + [n]
+    return [(a, b, cuts[k], cuts[k + 1]) for k, (a, b) in enumerate(spans)]
+
+
 def label(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
     batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
@@ -418,7 +450,73 @@ def label(
     sorted longest first because Flair packs sequences. ``flair_sentences`` (bare Flair copies of
     ``sentences``, as ``to_flair`` makes them) keep their word vectors for the caller: taggers that
     share an embeddings module (``share_embeddings``) then compute them once.
+
+    A sentence longer than ``MAX_WINDOW_WORDS`` words is labelled in overlapping word windows
+    (``word_windows``), each one a sentence of its own to the tagger (its own CRF, embeddings and
+    ``<START>``/``<STOP>``), so memory does not grow with the sentence's length; its shared Flair
+    copy, if any, is not used. Joining the windows: each word's soft-label row (and T = 1 row)
+    is the one from the window where it is most central, which sees at least ``WINDOW_CONTEXT``
+    words on both sides of it; the CRF posteriors are not renormalised across windows (each row is
+    already a distribution). The tags are the windows' Viterbi paths spliced inside each overlap at
+    the word nearest the middle where both paths give the same tag, so every step of the joined
+    path is a step of one window's path (if they agree nowhere in the overlap, at the middle).
+    ``hard`` rows are the one-hot joined path. Shorter sentences are labelled as they always were.
     """
+    if kind not in SOFT_LABELS:
+        raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
+    limit = MAX_WINDOW_WORDS
+    if all(len(s) <= limit for s in sentences):
+        yield from _label_batches(tagger, sentences, corpus_labels, temperature, batch_size, kind, decode_probs,
+                                  flair_sentences)  # fmt: skip
+        return
+    short = [i for i, s in enumerate(sentences) if len(s) <= limit]
+    shared = None if flair_sentences is None else [flair_sentences[i] for i in short]
+    short_out = _label_batches(tagger, [sentences[i] for i in short], corpus_labels, temperature, batch_size, kind,
+                               decode_probs, shared)  # fmt: skip
+    for sent in sentences:
+        if len(sent) <= limit:
+            yield next(short_out)
+        else:
+            yield _label_windowed(tagger, sent, corpus_labels, temperature, batch_size, kind, decode_probs)
+
+
+def _label_windowed(tagger, sent: Sentence, corpus_labels: Sequence[str], temperature: float, batch_size: int,
+                    kind: str, decode_probs: bool) -> Labelled:  # fmt: skip
+    """One long sentence labelled window by window and joined (the rules are in ``label``'s docstring)."""
+    words, n = sent.tokens, len(sent.tokens)
+    spans = word_windows(n)
+    per_batch = max(1, min(batch_size, WINDOW_BATCH_WORDS // MAX_WINDOW_WORDS))
+    parts = _label_batches(tagger, [Sentence(words[a:b]) for a, b, _, _ in spans], corpus_labels, temperature,
+                           per_batch, kind, decode_probs)  # fmt: skip
+    probs = np.empty((n, len(corpus_labels)), dtype=np.float32)
+    probs1 = np.empty_like(probs) if decode_probs else None
+    tags: list[str] = []
+    prev_start, prev_tags = 0, []  # the window before, whose tags from word len(tags) on are not yet taken
+    for (a, _, keep_from, keep_to), lab in zip(spans, parts):  # windows come back in order, one batch at a time
+        probs[keep_from:keep_to] = lab.probs[keep_from - a : keep_to - a]
+        if probs1 is not None:
+            probs1[keep_from:keep_to] = lab.decode_probs[keep_from - a : keep_to - a]
+        if a > 0:  # splice the paths in the overlap [a, end of the window before)
+            last = keep_from - 1  # the last word whose row came from the window before
+            agree = [j for j in range(a, prev_start + len(prev_tags)) if prev_tags[j - prev_start] == lab.tags[j - a]]
+            j = min(agree, key=lambda j: (abs(j - last), j)) if agree else last
+            tags += prev_tags[len(tags) - prev_start : j + 1 - prev_start]
+        prev_start, prev_tags = a, lab.tags
+    tags += prev_tags[len(tags) - prev_start :]
+    if len(tags) != n:  # cannot happen: the splices are in order
+        raise RuntimeError(f"windowed labelling gave {len(tags)} tags for {n} words")
+    if kind == "hard":
+        index = {t: k for k, t in enumerate(corpus_labels)}
+        probs[:] = 0
+        probs[np.arange(n), [index[t] for t in tags]] = 1
+    return Labelled(probs, tags, probs1)
+
+
+def _label_batches(
+    tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 2.0,
+    batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
+) -> Iterator[Labelled]:  # fmt: skip
+    """``label`` without windows: each sentence whole, in batches sorted longest first, yielded in input order."""
     if kind not in SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
     proj = tag_projection(teacher_tags(tagger), corpus_labels)

@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
+from nerdistil.data.lines import count_lines
 from nerdistil.data.tweets import tokenize
 from nerdistil.errors import UserError
 from nerdistil.metrics import entity_report, full_report
-from nerdistil.runio import staging, versions, write_config, write_json
+from nerdistil.runio import check_out, staging, versions, write_config, write_json
 from nerdistil.teacher import flair_teacher as ft
 from nerdistil.teacher.crf import tag_projection
 from nerdistil.trust import check as trust_check_file
@@ -58,17 +59,14 @@ def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator[Sen
     path = Path(path)
     if not path.is_file():
         raise UserError("no such unlabeled-text file", path)
+    from nerdistil.data.lines import iter_lines
+
     seen = 0
-    with open(path, "rb") as f:  # bytes, decoded a line at a time: errors point at their own line
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"invalid UTF-8 ({e.reason}); re-encode the file as UTF-8", path, lineno) from None
-            tokens = line.split() if pretokenized else tokenize(line)
-            if tokens:
-                seen += 1
-                yield Sentence(tokens, None, lineno)
+    for lineno, line in iter_lines(path):  # \n, \r\n or \r; decoded a line at a time: errors point at their line
+        tokens = line.split() if pretokenized else tokenize(line)
+        if tokens:
+            seen += 1
+            yield Sentence(tokens, None, lineno)
     if not seen:
         raise UserError("the unlabeled-text file holds no tweets", path)
 
@@ -77,15 +75,6 @@ def _fault(var: str, count: int) -> None:
     """Fault injection for the resume tests: SIGKILL this process when ``$var`` equals ``count``."""
     if os.environ.get(var) == str(count):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def count_lines(path: str | Path) -> int:
-    """Lines in a file, counted in 1 MiB blocks (for a progress bar's total)."""
-    n = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            n += block.count(b"\n")
-    return n
 
 
 def teacher_files(cfg: TeachConfig) -> list[str]:
@@ -247,6 +236,26 @@ def _label_held_out(taggers: Sequence, batch: list[Sentence], folds: list[int], 
         yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags])
 
 
+ROW_SUM_TOLERANCE = 1e-4
+
+
+def check_finite(row: TeacherRow, split: str, cfg: TeachConfig) -> None:
+    """Stop at the first sentence whose soft labels hold NaN or inf: garbage must not become a finished run."""
+    if not np.isfinite(row.probs).all():
+        where = f"line {row.sentence.line} of " if row.sentence.line else ""
+        raise UserError(f"the teacher's soft labels are not finite (NaN or inf) for the sentence at {where}the "
+                        f"{split} split (temperature {cfg.temperature}); use a temperature nearer 1")  # fmt: skip
+
+
+def check_rows(max_error: float, cfg: TeachConfig) -> None:
+    """Every stored row must be a distribution: a failed check is an error, not a warning on a finished run."""
+    if not max_error <= ROW_SUM_TOLERANCE:  # also catches NaN
+        raise UserError(
+            f"soft-label check failed: a stored row sums to 1 +- {max_error:.2e} (tolerance "
+            f"{ROW_SUM_TOLERANCE:.0e}) at temperature {cfg.temperature}; use a temperature nearer 1"
+        )
+
+
 def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) -> None:
     """Keep an interrupted run's labelled chunks only if they came from the same inputs and teachers."""
     corpus = Path(cfg.corpus)
@@ -277,13 +286,15 @@ def run_teach(cfg: TeachConfig) -> dict:
     Gold splits are labelled in memory; ``--unlabeled`` text is streamed from its file through the
     teacher into Arrow shards, so its size is bounded by disk, not memory.
     """
+    files = teacher_files(cfg)
+    inputs = [cfg.corpus, cfg.unlabeled, *files]
+    check_out(cfg.out, inputs, cfg.overwrite)  # before any work: never replace what nerdistil did not write
     corpus = read_corpus(cfg)
     labels = bio_labels(entity_types(s for part in corpus.values() for s in part))
     label2id = {label: i for i, label in enumerate(labels)}
     if cfg.unlabeled:
         # fails now (missing, not UTF-8, empty), before any training
         next(read_unlabeled(cfg.unlabeled, cfg.pretokenized))
-    files = teacher_files(cfg)
     n = len(files) or cfg.ensemble
     if n < 1:
         raise UserError(f"--ensemble must be at least 1, got {n}")
@@ -298,7 +309,7 @@ def run_teach(cfg: TeachConfig) -> dict:
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "cross_fit": cfg.cross_fit,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
-    with staging(cfg.out, cfg.overwrite, cfg.resume) as tmp:
+    with staging(cfg.out, cfg.overwrite, cfg.resume, inputs=inputs) as tmp:
         t0 = time.perf_counter()
         taggers, members = [], []
         cache = ft.EmbeddingCache()  # frozen embeddings: members after the first reuse its word vectors
@@ -333,31 +344,36 @@ def run_teach(cfg: TeachConfig) -> dict:
             stream = iter(sents)
             bar = tqdm(total=totals[name], desc=f"labelling {name}" + (f" ({n} members)" if n > 1 else ""),
                        unit=" sentences")  # fmt: skip
-            for c in itertools.count():
-                chunk = list(itertools.islice(stream, cfg.label_chunk))
-                if not chunk:
-                    break
-                done = folder / f"{c:06d}"
-                if done.is_dir():  # labelled before an interruption: reuse, do not recompute
-                    reused += 1
-                    bar.update(len(chunk))
-                    continue
-                rows = []
-                held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
-                if folds is not None and name == "train":
-                    held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
-                for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
-                                        held_out):  # fmt: skip
-                    rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
-                    if scored:
-                        gold.append(lab.sentence.tags)
-                        pred.append(lab.tags)
-                        for k, tags in enumerate(lab.member_tags):
-                            member_pred[k].append(tags)
-                    bar.update(1)
-                softlabels.save_chunk(rows, labels, done)
-                _fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
-            bar.close()
+            try:  # the bar ends its line before an error is printed
+                for c in itertools.count():
+                    chunk = list(itertools.islice(stream, cfg.label_chunk))
+                    if not chunk:
+                        break
+                    done = folder / f"{c:06d}"
+                    if done.is_dir():  # labelled before an interruption: reuse, do not recompute
+                        reused += 1
+                        bar.update(len(chunk))
+                        continue
+                    rows = []
+                    held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
+                    if folds is not None and name == "train":
+                        held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
+                    for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
+                                            held_out):  # fmt: skip
+                        check_finite(lab, name, cfg)
+                        rows.append(
+                            softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id)
+                        )
+                        if scored:
+                            gold.append(lab.sentence.tags)
+                            pred.append(lab.tags)
+                            for k, tags in enumerate(lab.member_tags):
+                                member_pred[k].append(tags)
+                        bar.update(1)
+                    softlabels.save_chunk(rows, labels, done)
+                    _fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
+            finally:
+                bar.close()
             if scored:
                 scores[name] = full_report(gold, pred)
                 for m, mp in zip(members, member_pred):
@@ -390,6 +406,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             "decoding": decoding,
             "reused_chunks": reused,
         }
+        check_rows(report["soft_labels"]["max_row_sum_error"], cfg)  # a failed check never finishes the folder
         shutil.rmtree(tmp / "members", ignore_errors=True)  # resume bookkeeping; the report holds the same
         report["scores"] = scores
         report["environment"] = versions()

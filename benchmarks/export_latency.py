@@ -1,0 +1,163 @@
+"""Deployed students: `nerdistil export` folders against the Flair teacher, end to end, and `predict` throughput.
+
+    HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir runs/bench            # train, export, measure
+    HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir runs/bench --stage train   # only train/export
+
+Reuses (or trains, seed 13, `configs/wnut16.yaml`) the teacher and the 6- and 4-layer distilled students in
+``--bench-dir``, exports each (`--quantize auto`, gated on dev), measures the exports on the test split
+(`run_export` with `--corpus test.txt`: fp32 parity with the PyTorch student and the int8 drop), runs one
+`nerdistil bench-latency` over the test tweets with the teacher, the PyTorch students and the export folders
+(timed as deployed: the torch-free runtime), and times `nerdistil predict` on 10,000 tweets. Writes
+``benchmarks/results/export_latency.json`` and the ``export-latency`` section of RESULTS.md. Run the
+measuring stage on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_md import update_section  # noqa: E402
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def nerdistil(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "nerdistil", *args], check=True, env=ENV)
+
+
+def train(bench: Path, config: str, corpus: Path) -> dict[int, Path]:
+    from nerdistil import config as cfgmod
+    from nerdistil.student import run_student
+
+    if not (corpus / "train.txt").is_file():
+        nerdistil("data", "wnut16", str(corpus))
+    if not (bench / "teacher" / "report.json").is_file():
+        nerdistil("teach", "--config", config, "--corpus", str(corpus), "--out", str(bench / "teacher"), "--overwrite")
+    students = {}
+    for layers in (6, 4):
+        folder = bench / ("distil_s13" if layers == 6 else f"distil{layers}_s13")
+        if not (folder / "report.json").is_file():
+            over = {"soft_labels": str(bench / "teacher"), "out": str(folder), "student_layers": layers, "seed": 13}
+            cfg = cfgmod.load(cfgmod.StudentConfig, config, "distil", over)
+            run_student(dataclasses.replace(cfg, overwrite=True), distil=True)
+        students[layers] = folder
+    return students
+
+
+def export(students: dict[int, Path], bench: Path, corpus: Path) -> dict:
+    from nerdistil.export import run_export
+
+    out = {}
+    for layers, folder in students.items():
+        shipped = bench / f"export_{folder.name}"
+        if not (shipped / "nerdistil.json").is_file():  # the deployable folder: int8 if it passes the gate on dev
+            run_export(folder, shipped, "auto", overwrite=True)
+        on_test = bench / f"export_{folder.name}_on_test"  # measurement only: fp32 and int8 scored on test
+        if not (on_test / "nerdistil.json").is_file():
+            run_export(folder, on_test, "int8", corpus / "test.txt", max_f1_drop=1.0, overwrite=True)
+        gates = {
+            k: json.loads((d / "nerdistil.json").read_text())["gate"]
+            for k, d in (("shipped_gate", shipped), ("test_gate", on_test))
+        }
+        out[layers] = {"export": str(shipped), **gates}
+    return out
+
+
+def predict_throughput(export_dir: str, corpus: Path, bench: Path, n: int = 10_000) -> dict:
+    """`nerdistil predict` on n tweets (made from the train tweets by `data augment`), batch 32."""
+    tweets = bench / "predict_10k.txt"
+    if not tweets.is_file():
+        made = bench / "augment.txt"
+        nerdistil("data", "augment", str(corpus / "train.txt"), str(made), "--copies", "6")
+        lines = made.read_text().splitlines()[:n]
+        assert len(lines) == n, len(lines)
+        tweets.write_text("\n".join(lines) + "\n")
+    out = bench / "predict_10k.jsonl"
+    t0 = time.perf_counter()
+    nerdistil("predict", export_dir, "--input", str(tweets), "--output", str(out), "--batch-size", "32")
+    seconds = time.perf_counter() - t0
+    return {"tweets": n, "seconds": round(seconds, 1), "tweets_per_s": round(n / seconds, 1),
+            "note": "whole command: process start, model load, tokenization, graph, JSON lines out"}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/wnut16.yaml")
+    ap.add_argument("--bench-dir", default="runs/bench")
+    ap.add_argument("--corpus", default="data/wnut16")
+    ap.add_argument("--batch-sizes", default="1,8,32")
+    ap.add_argument("--stage", choices=("train", "all"), default="all")
+    args = ap.parse_args()
+    bench, corpus = Path(args.bench_dir), Path(args.corpus)
+    students = train(bench, args.config, corpus)
+    exports = export(students, bench, corpus)
+    if args.stage == "train":
+        return
+    result_json = Path("benchmarks/results/export_latency.json")
+    cmd = ["bench-latency", "--teacher", str(bench / "teacher" / "teacher.pt"),
+           *[a for k in (6, 4) for a in ("--student", str(students[k]), "--student", exports[k]["export"])],
+           "--corpus", str(corpus / "test.txt"), "--batch-sizes", args.batch_sizes, "--json", str(result_json),
+           "--trust-teacher"]  # fmt: skip
+    nerdistil(*cmd)
+    report = json.loads(result_json.read_text())
+    report["exports"] = exports
+    report["predict"] = {layers: predict_throughput(exports[layers]["export"], corpus, bench) for layers in (6, 4)}
+    result_json.write_text(json.dumps(report, indent=2))
+    write_section(report, args, cmd)
+
+
+def write_section(report: dict, args, cmd: list[str]) -> None:
+    rows = report["results"]
+    names = {}
+    for layers in (6, 4):
+        gate = report["exports"][layers]["shipped_gate"]
+        names["distil_s13" if layers == 6 else f"distil{layers}_s13"] = f"{layers}-layer distilled student"
+        names[Path(report["exports"][layers]["export"]).name] = f"{layers}-layer export ({gate['chosen']})"
+    m = report["machine"]
+    lines = ["```", f"HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir {args.bench_dir}",
+             "# which runs, after training and exporting:", "# nerdistil " + " ".join(cmd), "```", "",
+             f"{report['n_sentences']} test tweets ({report['n_words']} words), the same for every model; "
+             f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores). End to end, words in and tags out; each "
+             "model in its own process. An export runs as deployed: `nerdistil.runtime.Tagger` (onnxruntime, "
+             "tokenizers, numpy; torch never imported in its process), the valid-BIO decoder inside the graph.", "",
+             "| model | backend | batch | p50 ms | p90 ms | sentences/s | disk MB | peak RSS MB | speed-up vs teacher "
+             "(p50) | test F1 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        name = "teacher (Flair BiLSTM-CRF)" if r["model"].startswith("teacher:") else names.get(r["model"], r["model"])
+        lines.append(f"| {name} | {r['backend']} | {r['batch_size']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                     f"{r['sentences_per_s']:.1f} | {r['disk_mb']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['speedup_vs_teacher']:.2f}x | {r['f1']:.4f} |")  # fmt: skip
+    lines += ["", "The gate (`nerdistil export`, paired bootstrap over sentences, 1,000 draws; drop = PyTorch "
+              "student's F1 minus the graph's):", "",
+              "| student | gate split | PyTorch F1 | graph | F1 | drop | 95% CI of the difference | word agreement "
+              "with PyTorch | p50 ms (batch 1) | MB | kept |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for layers in (6, 4):
+        for split, gate in (("dev (shipped)", report["exports"][layers]["shipped_gate"]),
+                            ("test (measurement)", report["exports"][layers]["test_gate"])):  # fmt: skip
+            for c in gate["candidates"]:
+                kept = "yes" if split.startswith("dev") and c["name"] == gate["chosen"] else ""
+                lo, hi = c["ci95"]
+                lines.append(f"| {layers}-layer | {split} | {gate['pytorch_f1']:.4f} | {c['name']} | {c['f1']:.4f} | "
+                             f"{c['drop']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {c['word_agreement']:.4%} | "
+                             f"{c['p50_ms_batch1']:.2f} | {c['mb']:.1f} | {kept} |")  # fmt: skip
+    lines += ["", "`nerdistil predict` (whole command: start-up, load, tokenize, graph, JSON lines out) on 10,000 "
+              "tweets made by `nerdistil data augment --copies 6` from the train tweets, batch 32:", ""]  # fmt: skip
+    for layers in (6, 4):
+        p = report["predict"][layers]
+        lines.append(f"- {layers}-layer export: {p['tweets_per_s']:.0f} tweets/s ({p['seconds']} s)")
+    update_section("benchmarks/RESULTS.md", "export-latency", "Deployed students: export folders against the teacher",
+                   "\n".join(lines))  # fmt: skip
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

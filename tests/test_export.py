@@ -1,0 +1,179 @@
+"""`nerdistil export`, the torch-free `Tagger` and `nerdistil predict` on the tiny distilled student.
+
+The exported graph (encoder + in-graph valid-BIO decoder) must tag exactly as `nerdistil evaluate`'s
+PyTorch path does; the gate must refuse an int8 graph that loses more than `--max-f1-drop`.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from nerdistil.data.conll import read_conll
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def test_export_folder_is_self_contained(exported, tiny_distilled):
+    meta = json.loads((exported / "nerdistil.json").read_text())
+    assert sorted(p.name for p in exported.iterdir() if not p.name.startswith(".")) == [
+        "model.onnx", "nerdistil.json", "report.json", "tokenizer.json"]  # fmt: skip
+    student_labels = json.loads((tiny_distilled / "config.json").read_text())["id2label"]
+    assert meta["labels"] == [student_labels[str(i)] for i in range(len(student_labels))]
+    gate = meta["gate"]
+    names = [c["name"] for c in gate["candidates"]]
+    assert names[0] == "fp32" and gate["chosen"] in names and gate["decision"]
+    for c in gate["candidates"]:
+        assert c["p50_ms_batch1"] > 0 and c["ci95"][0] <= c["ci95"][1]
+    assert len(meta["source"]["sha256"]) == 64
+
+
+def test_exported_tags_equal_the_pytorch_student(exported, tiny_distilled, tmp_path):
+    from nerdistil.evaluate import load_predictor
+    from nerdistil.runtime import Tagger
+
+    fp32 = tmp_path / "fp32"
+    from nerdistil.export import run_export
+
+    run_export(tiny_distilled, fp32, "none", CORPUS / "dev.txt", draws=50)
+    words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
+    long = [w for s in words for w in s] * 4  # longer than the tiny model's 64 positions: word windows
+    words.append(long)
+    fn, _, _, labels = load_predictor(tiny_distilled)
+    ref = fn(words)
+    tagger = Tagger.load(fp32)
+    got = tagger.tag_words(words, batch_size=3)
+    assert [r["tags"] for r in got] == ref
+    assert all(len(r["scores"]) == len(w) and all(0 < p <= 1 for p in r["scores"]) for r, w in zip(got, words))
+    gate = json.loads((fp32 / "nerdistil.json").read_text())["gate"]
+    assert gate["candidates"][0]["word_agreement"] == 1.0 and abs(gate["candidates"][0]["drop"]) < 1e-9
+
+
+def test_tag_raw_tweets_offsets_slice_the_text(exported):
+    from nerdistil.runtime import Tagger
+
+    tweets = ["Obama visits London today", "", "@john loves #Apple & Google 😀\u200d😀 http://t.co/x", "New York !!"]
+    out = Tagger.load(exported).tag(tweets)
+    assert len(out) == len(tweets) and out[1]["words"] == [] and out[1]["entities"] == []
+    for tweet, r in zip(tweets, out):
+        assert len(r["tags"]) == len(r["words"])
+        for e in r["entities"]:
+            assert tweet[e["start"] : e["end"]] == e["text"] and e["type"] and 0 < e["score"] <= 1
+
+
+def test_int8_over_the_limit_is_refused(tiny_distilled, tmp_path, cli, monkeypatch):
+    """The gate's refusal path: an int8 graph that loses entities fails `--quantize int8` with exit 2."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerdistil import export
+    from nerdistil.data.conll import Sentence, write_conll
+    from nerdistil.evaluate import load_predictor
+
+    # a student that tags every word B-X (bias pushed up), and gold = its own tags: its F1 is 1
+    student = tmp_path / "student"
+    model = AutoModelForTokenClassification.from_pretrained(tiny_distilled)
+    b = next(i for i, lab in model.config.id2label.items() if lab.startswith("B-"))
+    model.classifier.bias.data[b] += 100.0
+    model.save_pretrained(student)
+    AutoTokenizer.from_pretrained(tiny_distilled).save_pretrained(student)
+    sents = read_conll(CORPUS / "dev.txt")
+    fn, _, _, _ = load_predictor(student)
+    gold = tmp_path / "gold.txt"
+    write_conll(gold, [Sentence(s.tokens, t) for s, t in zip(sents, fn([s.tokens for s in sents]))])
+
+    real = export.quantize_encoder
+
+    def damaged(work, per_channel):  # a real int8 graph whose classifier then prefers O everywhere
+        path = real(work, per_channel)
+        m = onnx.load(str(path))
+        (init,) = [i for i in m.graph.initializer if i.name.endswith("classifier.bias")]
+        a = numpy_helper.to_array(init).copy()
+        a[0] += 1000.0  # label 0 is O
+        init.CopyFrom(numpy_helper.from_array(a.astype(np.float32), init.name))
+        onnx.save(m, str(path))
+        return path
+
+    monkeypatch.setattr(export, "quantize_encoder", damaged)
+    code, _, err = cli("export", student, "--out", tmp_path / "e", "--quantize", "int8", "--max-f1-drop", "0",
+                       "--corpus", gold, "--bootstrap", "50")  # fmt: skip
+    assert code == 2 and "int8 loses 1.0000 F1" in err and "Traceback" not in err
+    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e*"))
+    code, _, err = cli("export", student, "--out", tmp_path / "a", "--quantize", "auto", "--max-f1-drop", "0",
+                       "--corpus", gold, "--bootstrap", "50")  # fmt: skip
+    assert code == 0, err
+    gate = json.loads((tmp_path / "a" / "nerdistil.json").read_text())["gate"]
+    assert gate["chosen"] == "fp32" and [c["name"] for c in gate["candidates"]] == ["fp32", "int8", "int8-per-channel"]
+    assert gate["pytorch_f1"] == 1.0 and gate["candidates"][0]["f1"] == 1.0 and gate["candidates"][1]["f1"] == 0.0
+
+
+def test_predict_streams_in_order(exported, tiny_distilled, tmp_path, cli):
+    src = tmp_path / "in.txt"
+    src.write_text("Obama visits London\n\n@john loves Google\r" + "a " * 300 + "\nlast one")
+    out = tmp_path / "out.jsonl"
+    code, _, err = cli("predict", exported, "--input", src, "--output", out, "--buffer", "2", "--batch-size", "2")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[1]["words"] == [] and len(rows[3]["words"]) == 300
+    assert not list(tmp_path.glob("*.partial"))
+    # the PyTorch student gives the same tags (scores only from an export)
+    code, _, err = cli("predict", tiny_distilled, "--input", src, "--output", tmp_path / "s.jsonl")
+    assert code == 0, err
+    assert [json.loads(x)["tags"] for x in (tmp_path / "s.jsonl").read_text().splitlines()] == [r["tags"] for r in rows]
+    code, _, err = cli("predict", exported, "--input", src, "--output", tmp_path / "c.conll", "--format", "conll")
+    assert code == 0, err
+    assert (tmp_path / "c.conll").read_text().count("\n\n") >= 4
+
+
+def test_predict_bad_utf8_leaves_nothing(exported, tmp_path, cli):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"fine\nbad \xff here\n")
+    code, _, err = cli("predict", exported, "--input", src, "--output", tmp_path / "o.jsonl")
+    assert code == 2 and "in.txt:2:" in err and "invalid UTF-8" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_broken_export_folder_is_one_line(exported, tmp_path, cli):
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    (bad / "model.onnx").write_bytes(b"not onnx")
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    code, _, err = cli("predict", bad, "--input", src)
+    assert code == 2 and "model.onnx" in err and "Traceback" not in err
+
+
+def test_byte_level_student_exports_with_identical_tags(tmp_path):
+    """A RoBERTa-style student (byte-level BPE, prefix space, windows at 30 subwords) tags the same exported."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForTokenClassification, RobertaTokenizerFast
+
+    from nerdistil.data.conll import bio_labels, entity_types
+    from nerdistil.evaluate import load_predictor
+    from nerdistil.export import run_export
+    from nerdistil.runtime import Tagger
+
+    sents = [s for f in ("train", "dev", "test") for s in read_conll(CORPUS / f"{f}.txt")]
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator([" ".join(s.tokens) for s in sents] * 2, vocab_size=300, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])  # fmt: skip
+    folder = tmp_path / "roberta"
+    folder.mkdir()
+    tok.save_model(str(folder))
+    fast = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
+                                model_max_length=30, add_prefix_space=True)  # fmt: skip
+    fast.save_pretrained(folder)
+    labels = bio_labels(entity_types(sents))
+    cfg = RobertaConfig(vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=40, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)},
+                        pad_token_id=fast.pad_token_id)  # fmt: skip
+    torch.manual_seed(3)
+    RobertaForTokenClassification(cfg).save_pretrained(folder)
+    run_export(folder, tmp_path / "e", "none", CORPUS / "dev.txt", draws=20)
+    words = [s.tokens for s in sents] + [[w for s in sents[:6] for w in s.tokens]]  # the last one needs windows
+    fn, _, _, _ = load_predictor(folder)
+    assert [r["tags"] for r in Tagger.load(tmp_path / "e").tag_words(words)] == fn(words)
