@@ -135,10 +135,10 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
         lines.append(f"| {name} | {r['backend']} | {r['batch_size']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
                      f"{r['sentences_per_s']:.1f} | {r['disk_mb']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['speedup_vs_teacher']:.2f}x | {r['f1']:.4f} |")  # fmt: skip
-    lines += ["", "The gate (`nerdistil export`, paired bootstrap over sentences, 1,000 draws; drop = PyTorch "
-              "student's F1 minus the graph's):", "",
-              "| student | gate split | PyTorch F1 | graph | F1 | drop | 95% CI of the difference | word agreement "
-              "with PyTorch | p50 ms (batch 1) | MB | kept |",
+    lines += ["", "The gate (`nerdistil export`, paired bootstrap over sentences, 1,000 draws; difference = the "
+              "graph's F1 minus the PyTorch student's, so a loss is negative):", "",
+              "| student | gate split | PyTorch F1 | graph | F1 | difference | 95% CI of the difference | "
+              "word agreement with PyTorch | p50 ms (batch 1) | MB | kept |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for layers in (6, 4):
         for split, gate in (("dev (shipped)", report["exports"][layers]["shipped_gate"]),
@@ -147,7 +147,7 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
                 kept = "yes" if split.startswith("dev") and c["name"] == gate["chosen"] else ""
                 lo, hi = c["ci95"]
                 lines.append(f"| {layers}-layer | {split} | {gate['pytorch_f1']:.4f} | {c['name']} | {c['f1']:.4f} | "
-                             f"{c['drop']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {c['word_agreement']:.4%} | "
+                             f"{-c['drop']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {c['word_agreement']:.4%} | "
                              f"{c['p50_ms_batch1']:.2f} | {c['mb']:.1f} | {kept} |")  # fmt: skip
     lines += ["", "`nerdistil predict` (whole command: start-up, load, tokenize, graph, JSON lines out) on 10,000 "
               "tweets made by `nerdistil data augment --copies 6` from the train tweets, batch 32:", ""]  # fmt: skip

@@ -371,14 +371,14 @@ def export_cmd(
     meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap)
     gate = meta["gate"]
     table = Table(title=f"export {student} -> {out} (gate: {gate['sentences']} sentences of {gate['corpus']})")
-    for col in ("graph", "entity F1", "drop vs PyTorch", "95% CI of the difference", "word agreement",
+    for col in ("graph", "entity F1", "F1 - PyTorch F1", "95% CI of the difference", "word agreement",
                 "p50 ms (batch 1)", "MB"):  # fmt: skip
         table.add_column(col, justify="right")
     table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-")
     for c in gate["candidates"]:
         lo, hi = c["ci95"]
         table.add_row(c["name"] + (" (kept)" if c["name"] == gate["chosen"] else ""), f"{c['f1']:.4f}",
-                      f"{c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", f"{c['word_agreement']:.4f}",
+                      f"{-c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", f"{c['word_agreement']:.4f}",
                       f"{c['p50_ms_batch1']:.2f}", f"{c['mb']:.1f}")  # fmt: skip
     console.print(table)
     console.print(f"decision: {gate['decision']}", soft_wrap=True)

@@ -93,7 +93,9 @@ def test_marginals_on_a_real_tagger_match_brute_force(taught):
 def test_load_existing_teacher_and_refuse_finished_out(taught, cli, tmp_path):
     out, corpus = taught
     code, stdout, err = cli("teach", "--corpus", corpus, "--out", out, "--teacher", out / "teacher.pt")
-    assert code == 2 and "finished run" in err and "--overwrite" in err
+    assert code == 2 and "holds one of this command's inputs" in err  # --overwrite would delete the teacher it loads
+    code, stdout, err = cli("teach", "--corpus", corpus, "--out", out)
+    assert code == 2 and "finished nerdistil run" in err and "--overwrite" in err
     code, stdout, err = cli("teach", "--corpus", corpus, "--out", tmp_path / "t2", "--teacher", out / "teacher.pt",
                             "--temperature", "1")  # fmt: skip
     assert code == 0, err
