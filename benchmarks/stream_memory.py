@@ -1,7 +1,7 @@
 """Peak memory of `nerdistil teach --unlabeled` against the size of the unlabeled file.
 
     HF_HUB_OFFLINE=1 python benchmarks/stream_memory.py --lines 1000 10000 100000
-    HF_HUB_OFFLINE=1 python benchmarks/stream_memory.py --long-line-words 20000 160000
+    HF_HUB_OFFLINE=1 python benchmarks/stream_memory.py --long-line-words 20000 200000 --no-windows 20000
 
 Writes synthetic tweets (lengths drawn from the bundled training tweets' length distribution, words
 drawn from their vocabulary), labels each file with the given teacher in its own process and
@@ -9,7 +9,7 @@ records that process's peak resident memory (``ru_maxrss`` of the child). That p
 file-backed pages of the memory-mapped Arrow files the process reads back (joining the chunks,
 writing the shards, the row-sum check) as well as its own (anonymous) memory, so it is an upper
 bound on what the labeller holds. ``--long-line-words N`` instead writes one single line of N such
-words (160,000 words is about 1 MB) and records the same for it: the teacher labels an over-long
+words (200,000 words is about 1 MB) and records the same for it: the teacher labels an over-long
 sentence in word windows, so the peak should not grow with N (``--no-windows N`` also measures the
 labeller without them, as it was before, on the N-word line). Writes
 ``benchmarks/results/stream_memory.json`` and a section of ``RESULTS.md``; a run of one kind keeps
@@ -148,11 +148,12 @@ def long_line_table(part: dict) -> list[str]:
         part["command"],
         "```",
         "",
-        "One single line of N words drawn from the training tweets' vocabulary (160,000 words is about 1 MB), "
+        "One single line of N words drawn from the training tweets' vocabulary (200,000 words is about 1 MB), "
         "labelled by `nerdistil teach --teacher ... --unlabeled FILE` as above. The teacher labels a sentence of more "
         "than `MAX_WINDOW_WORDS` (256) words in overlapping word windows (see `flair_teacher.label`), so the peak "
         "does not grow with the line; rows without windows label the line as one sentence, as before them. Time is "
-        "the whole `teach` run, the gold splits' 2,394 tweets included; label time is the labelling of all splits."
+        "the whole `teach` run, the gold splits' 2,394 tweets included; label time is the labelling of all splits. "
+        "Times come from a 2-core machine shared with other jobs and vary with their load (up to 3x between runs)."
         + note,
         "",
         "| words | file MB | windows | peak RSS MB | peak anonymous MB | peak file-backed MB | label time | time |",
