@@ -150,8 +150,10 @@ def long_line_table(part: dict) -> list[str]:
         "",
         "One single line of N words drawn from the training tweets' vocabulary (200,000 words is about 1 MB), "
         "labelled by `nerdistil teach --teacher ... --unlabeled FILE` as above. The teacher labels a sentence of more "
-        "than `MAX_WINDOW_WORDS` (256) words in overlapping word windows (see `flair_teacher.label`), so the peak "
-        "does not grow with the line; rows without windows label the line as one sentence, as before them. Time is "
+        "than `MAX_WINDOW_WORDS` (256) words in overlapping word windows (see `flair_teacher.label`), so labelling "
+        "holds the same memory however long the line; the peak still grows by about 0.6 KB a word, mostly the line's "
+        "soft labels made into one Arrow row (`softlabels.save_chunk`). Rows without windows label the line as one "
+        "sentence, as before them. Time is "
         "the whole `teach` run, the gold splits' 2,394 tweets included; label time is the labelling of all splits. "
         "Times come from a 2-core machine shared with other jobs and vary with their load (up to 3x between runs)."
         + note,
