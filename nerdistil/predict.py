@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nerdistil.errors import UserError
+from nerdistil.runio import strict
 from nerdistil.runtime import CONFIG, bio_spans
 
 FORMATS = ("jsonl", "conll")
@@ -84,8 +85,6 @@ def _items(path: Path, input_format: str) -> Iterator[tuple[int, str | list[str]
 
 def _write(f, item: dict, line: int, fmt: str) -> None:
     if fmt == "jsonl":
-        from nerdistil.runio import strict
-
         f.write(json.dumps(strict({"line": line, **item}), ensure_ascii=False, allow_nan=False) + "\n")
     else:
         for w, t in zip(item["words"], item["tags"]):

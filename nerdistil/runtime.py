@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +143,7 @@ class Tagger:
             ents = []
             for typ, a, b in bio_spans(t):
                 start, end = sp[a][1], sp[b - 1][2]
-                ents.append(asdict_entity(Entity(tweet[start:end], typ, start, end, float(np.mean(s[a:b])))))
+                ents.append(asdict(Entity(tweet[start:end], typ, start, end, float(np.mean(s[a:b])))))
             out.append({"text": tweet, "words": w, "tags": t, "scores": s, "entities": ents})
         return out
 
@@ -187,8 +187,3 @@ class Tagger:
         feed = {"input_ids": ids, "attention_mask": mask, "word_index": word_index, "word_mask": word_mask,
                 "token_type_ids": np.zeros((B, T), dtype=np.int64)}  # fmt: skip
         return {k: v for k, v in feed.items() if k in self.inputs}
-
-
-def asdict_entity(e: Entity) -> dict:
-    """An entity as a plain dict (JSON lines)."""
-    return {"text": e.text, "type": e.type, "start": e.start, "end": e.end, "score": e.score}

@@ -463,9 +463,7 @@ def label(
     path is a step of one window's path (if they agree nowhere in the overlap, at the middle).
     ``hard`` rows are the one-hot joined path. Shorter sentences are labelled as they always were.
     """
-    if kind not in SOFT_LABELS:
-        raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
-    limit = MAX_WINDOW_WORDS
+    limit = MAX_WINDOW_WORDS  # the kind is checked by _label_batches, which every path goes through
     if all(len(s) <= limit for s in sentences):
         yield from _label_batches(tagger, sentences, corpus_labels, temperature, batch_size, kind, decode_probs,
                                   flair_sentences)  # fmt: skip
