@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nerdistil import config as cfgmod
 from nerdistil.data import wnut16
-from nerdistil.student import run_student
+from nerdistil.student.distil import run_student
 from nerdistil.teacher.teach import run_teach
 
 sys.path.insert(0, str(Path(__file__).parent))

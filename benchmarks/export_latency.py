@@ -35,7 +35,7 @@ def nerdistil(*args: str) -> None:
 
 def train(bench: Path, config: str, corpus: Path) -> dict[int, Path]:
     from nerdistil import config as cfgmod
-    from nerdistil.student import run_student
+    from nerdistil.student.distil import run_student
 
     if not (corpus / "train.txt").is_file():
         nerdistil("data", "wnut16", str(corpus))
@@ -53,7 +53,7 @@ def train(bench: Path, config: str, corpus: Path) -> dict[int, Path]:
 
 
 def export(students: dict[int, Path], bench: Path, corpus: Path) -> dict:
-    from nerdistil.export import run_export
+    from nerdistil.student.export import run_export
 
     out = {}
     for layers, folder in students.items():

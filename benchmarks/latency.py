@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from nerdistil import config as cfgmod
-from nerdistil.student import run_student
+from nerdistil.student.distil import run_student
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_md import update_section  # noqa: E402

@@ -43,8 +43,8 @@ WRAPPER = """
 import json, os, resource, sys, threading, time
 from nerdistil.cli import main
 if os.environ.get("STREAM_MEMORY_NO_WINDOWS"):
-    from nerdistil.teacher import flair_teacher
-    flair_teacher.MAX_WINDOW_WORDS = sys.maxsize
+    from nerdistil.teacher.flair import label as flair_label
+    flair_label.MAX_WINDOW_WORDS = sys.maxsize
 peak = {"anon_kb": 0, "file_kb": 0}
 def sample():
     while True:
@@ -150,7 +150,8 @@ def long_line_table(part: dict) -> list[str]:
         "",
         "One single line of N words drawn from the training tweets' vocabulary (200,000 words is about 1 MB), "
         "labelled by `nerdistil teach --teacher ... --unlabeled FILE` as above. The teacher labels a sentence of more "
-        "than `MAX_WINDOW_WORDS` (256) words in overlapping word windows (see `flair_teacher.label`), so labelling "
+        "than `MAX_WINDOW_WORDS` (256) words in overlapping word windows (`nerdistil/teacher/flair/label.py`), so "
+        "labelling "
         "holds the same memory however long the line; the peak still grows by about 0.6 KB a word, mostly the line's "
         "soft labels made into one Arrow row (`softlabels.save_chunk`). Rows without windows label the line as one "
         "sentence, as before them. Time is "

@@ -35,7 +35,7 @@ from sklearn.model_selection import train_test_split
 
 from nerdistil import config as cfgmod
 from nerdistil.data.conll import read_conll, write_conll
-from nerdistil.student import run_student
+from nerdistil.student.distil import run_student
 from nerdistil.teacher.teach import run_teach
 
 sys.path.insert(0, str(Path(__file__).parent))

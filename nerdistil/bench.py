@@ -31,58 +31,37 @@ class Spec:
 
     name: str
     path: str
-    kind: str  # "flair" or "student"
+    kind: str  # "teacher" (any kind, through the Teacher seam) or "student"
     backend: str = "pytorch"  # "pytorch", "onnx", "onnx-int8", or "export" (a `nerdistil export` folder)
     padding: str = "dynamic"  # "dynamic" or "fixed:N"
     onnx_dir: str | None = None
 
 
-def flair_tags(tagger, batch: list[list[str]]) -> list[list[str]]:
-    """Flair's own inference (Viterbi), spans turned back into BIO tags: the teacher as people run it."""
-    from flair.data import Sentence
-
-    sents = [Sentence(list(words)) for words in batch]
-    tagger.predict(sents, mini_batch_size=max(1, len(sents)))
-    out = []
-    for s in sents:
-        tags = ["O"] * len(s)
-        for span in s.get_spans(tagger.label_type):
-            idx = [t.idx - 1 for t in span.tokens]
-            value = span.get_label(tagger.label_type).value
-            tags[idx[0]] = f"B-{value}"
-            for i in idx[1:]:
-                tags[i] = f"I-{value}"
-        out.append(tags)
-    return out
-
-
 def _load(spec: Spec, threads: int):
     """Returns (words -> tags function, parameter count, bytes on disk)."""
     if spec.backend == "export":  # nerdistil export folder: ONNX graph with the decoder inside, no torch
-        import onnx
-
         from nerdistil.runtime import MODEL, Tagger
+        from nerdistil.student.export import graph_params
 
         tagger = Tagger.load(spec.path, threads)
-        graph = onnx.load(str(Path(spec.path) / MODEL), load_external_data=False).graph
-        params = sum(int(np.prod(i.dims)) for i in graph.initializer)
+        params = graph_params(spec.path)
         return (lambda batch: tagger.decode(batch, len(batch))[0]), params, (Path(spec.path) / MODEL).stat().st_size
     import torch
 
-    if spec.kind == "flair":
-        from nerdistil.teacher.flair_teacher import load_teacher
+    if spec.kind == "teacher":
+        from nerdistil.teacher.base import load_teacher
 
-        tagger = load_teacher(spec.path, trust=True)  # the parent process checked it before spawning us
-        tagger.eval()
-        params = sum(p.numel() for p in tagger.parameters())
-        return (lambda batch: flair_tags(tagger, batch)), params, os.path.getsize(spec.path)
+        teacher = load_teacher(spec.path, trust_teacher=True)  # the parent process checked it before spawning us
+        path = Path(spec.path)
+        disk = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        return (lambda batch: teacher.predict(batch, batch_size=len(batch))), teacher.params, disk
 
     from nerdistil.align import load_tokenizer
-    from nerdistil.ner import load_student, predict
+    from nerdistil.tokclf import load_classifier, predict
 
     pad_to = int(spec.padding.split(":")[1]) if spec.padding.startswith("fixed:") else None
     if spec.backend == "pytorch":
-        model, tokenizer, _ = load_student(spec.path)
+        model, tokenizer, _ = load_classifier(spec.path)
         params = sum(p.numel() for p in model.parameters())
         disk = sum(f.stat().st_size for f in Path(spec.path).glob("*.safetensors"))
     else:
@@ -284,7 +263,7 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             results += pool.submit(measure, spec, sentences, gold, batch_sizes, threads, repeats, warmup).result()
     teacher = {
-        r["batch_size"]: r["p50_ms"] for r in results if r["model"] == specs[0].name and specs[0].kind == "flair"
+        r["batch_size"]: r["p50_ms"] for r in results if r["model"] == specs[0].name and specs[0].kind == "teacher"
     }
     for r in results:
         r["speedup_vs_teacher"] = teacher[r["batch_size"]] / r["p50_ms"] if r["batch_size"] in teacher else None

@@ -259,7 +259,7 @@ def _student_command(distil: bool):
         config: ConfigOpt = None,
     ) -> None:
         from nerdistil import config as cfgmod
-        from nerdistil.student import run_student
+        from nerdistil.student.distil import run_student
 
         section = "distil" if distil else "finetune"
         cfg = cfgmod.load(
@@ -366,7 +366,7 @@ def export_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a student as one ONNX graph with nerdistil's valid-BIO decoder inside, behind a quality gate."""
-    from nerdistil.export import run_export
+    from nerdistil.student.export import run_export
 
     meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap)
     gate = meta["gate"]
@@ -474,9 +474,9 @@ def bench_latency(
     from nerdistil import bench
     from nerdistil.data.conll import read_conll
     from nerdistil.runio import check_file_out, write_json
-    from nerdistil.trust import check
+    from nerdistil.teacher.base import check_teacher
 
-    check(teacher, trust_teacher)
+    check_teacher(teacher, trust_teacher)
     check_file_out(json_out, [teacher, corpus, *student])
     check_file_out(plot_out, [teacher, corpus, *student])
     for name, value, least in (("--threads", threads, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
@@ -494,13 +494,13 @@ def bench_latency(
     except ValueError:
         raise UserError("--batch-sizes takes integers of at least 1 like 1,8,32, and --padding dynamic or fixed:N"
                         ) from None  # fmt: skip
-    from nerdistil.ner import check_student_folder
     from nerdistil.runtime import CONFIG
+    from nerdistil.tokclf import check_folder
 
     exports = {s for s in student if (s / CONFIG).is_file()}  # `nerdistil export` folders: timed as deployed
     for s in student:  # a broken folder fails here, in one line, not in a measuring process
         if s not in exports:
-            check_student_folder(s)
+            check_folder(s)
     first = ""
     if corpus.is_file():  # one or two columns? sniffed leniently; read_conll reports undecodable bytes by line
         with open(corpus, encoding="utf-8-sig", errors="replace") as f:
@@ -512,7 +512,7 @@ def bench_latency(
     words = [s.tokens for s in sents]
     gold = [s.tags for s in sents] if sents[0].tags is not None else None
     threads = threads or torch.get_num_threads()
-    specs = [bench.Spec(f"teacher:{teacher.name}", str(teacher), "flair")]
+    specs = [bench.Spec(f"teacher:{teacher.name}", str(teacher), "teacher")]
     names = [s.name if [x.name for x in student].count(s.name) == 1 else str(s) for s in student]
     with tempfile.TemporaryDirectory() as tmp:
         for name, s in zip(names, student):

@@ -37,7 +37,8 @@ class TeachConfig:
 
     corpus: str = "data/wnut16"
     out: str = "runs/teacher"
-    teacher: str | list[str] | None = None  # existing Flair tagger file(s); several are an ensemble
+    teacher: str | list[str] | None = None  # existing teacher(s): Flair file, transformer folder or hub name
+    teacher_kind: str = "auto"  # auto (a file is Flair, a folder or hub name a transformer), flair, transformer
     trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
     embeddings: str = "minilm"  # comma-separated, stacked: minilm, minilm-all, minilm-ft, chars, onehot, PATH@all...
     ensemble: int = 1  # train N taggers (seeds seed..seed+N-1) and average their CRF posteriors
@@ -106,7 +107,7 @@ _NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse
                  "max_grad_norm"}  # fmt: skip
 _UNIT = {"warmup": (0, 1, "[0, 1)"), "word_dropout": (0, 1, "[0, 1)"), "locked_dropout": (0, 1, "[0, 1)"),
          "teacher_only_ratio": (0, 1, "[0, 1)"), "mlm_probability": (0, 1, "(0, 1)")}  # fmt: skip
-_CHOICES = {"mixed_precision": ("no", "fp16", "bf16")}
+_CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "teacher_kind": ("auto", "flair", "transformer")}
 
 
 def _range_error(cls: type, name: str, value: Any) -> str | None:

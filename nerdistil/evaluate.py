@@ -1,4 +1,4 @@
-"""``nerdistil evaluate``: seqeval scores of a Flair teacher file or a student folder on a CoNLL file."""
+"""``nerdistil evaluate``: seqeval scores of a student, a teacher of any kind or an export on a CoNLL file."""
 
 from __future__ import annotations
 
@@ -6,38 +6,33 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nerdistil.data.conll import Sentence, bio_labels, read_conll, split_tag
-from nerdistil.errors import UserError
+from nerdistil.data.conll import read_conll, split_tag
 from nerdistil.metrics import full_report
 
 log = logging.getLogger(__name__)
 Predictor = Callable[[Sequence[Sequence[str]]], list[list[str]]]
 
 
-def load_predictor(model: str | Path, trust_teacher: bool = False) -> tuple[Predictor, str, int, list[str]]:
-    """A words-to-BIO-tags function for a Flair tagger file or a student folder; returns (fn, kind, params, labels)."""
-    path = Path(model)
-    if path.is_file():
-        from nerdistil.teacher import flair_teacher as ft
+def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "auto",
+                   ) -> tuple[Predictor, str, int, list[str]]:  # fmt: skip
+    """A words-to-BIO-tags function for any model: (fn, kind, params, labels).
 
-        tagger = ft.load_teacher(path, trust_teacher)
-        types = {split_tag(t)[1] for t in ft.teacher_tags(tagger) if t not in ("<START>", "<STOP>", "<unk>")}
-        labels = bio_labels(t for t in types if t)
+    A student folder, a teacher of any kind (Flair file, transformer folder or hub name) or an export
+    folder (scored through the torch-free runtime, as deployed).
+    """
+    from nerdistil.runtime import CONFIG
 
-        def teacher_fn(sents: Sequence[Sequence[str]]) -> list[list[str]]:
-            return [lab.tags for lab in ft.label(tagger, [Sentence(list(s)) for s in sents], labels, 1.0)]
+    if (Path(model) / CONFIG).is_file():
+        from nerdistil.runtime import Tagger
 
-        return teacher_fn, "flair", sum(p.numel() for p in tagger.parameters()), labels
-    if path.is_dir():
-        from nerdistil.ner import count_parameters, load_student, predict
+        tagger = Tagger.load(model)
+        from nerdistil.student.export import graph_params
 
-        student, tokenizer, labels = load_student(path)
+        return (lambda sents: tagger.decode(sents)[0]), "export", graph_params(model), list(tagger.labels)
+    from nerdistil.teacher.base import load_teacher
 
-        def student_fn(sents: Sequence[Sequence[str]]) -> list[list[str]]:
-            return predict(student, tokenizer, sents, labels)
-
-        return student_fn, "transformers", count_parameters(student), labels
-    raise UserError("no such model file or folder", path)
+    teacher = load_teacher(model, trust_teacher, kind)
+    return teacher.predict, teacher.kind, teacher.params, teacher.labels
 
 
 def run_evaluate(model: str | Path, corpus: str | Path, teacher: str | Path | None = None,

@@ -81,7 +81,7 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
 
 
 def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig) -> list[dict]:
-    from nerdistil.student import run_student
+    from nerdistil.student.distil import run_student
     from nerdistil.teacher.teach import run_teach
 
     over = {"corpus": str(corpus), "out": str(out / "teacher")}
@@ -95,7 +95,9 @@ def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig) -> list[di
             cfgmod.StudentConfig, path, name, {"soft_labels": str(out / "teacher"), "out": str(out / name)}
         )
         students[name] = stage(name, lambda c, d=distil: run_student(c, d), cfg)
-    rows = [_row("teacher (Flair BiLSTM-CRF)", teacher, teacher.get("params"), teacher.get("train_seconds"))]
+    kind = teacher.get("teacher", {}).get("kind")
+    name = f"teacher ({kind})" if kind else "teacher"
+    rows = [_row(name, teacher, teacher.get("params"), teacher.get("train_seconds"))]
     return rows + [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
 
 

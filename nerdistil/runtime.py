@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nerdistil.errors import UserError
+from nerdistil.tags import bio_spans
 
 CONFIG = "nerdistil.json"
 MODEL = "model.onnx"
@@ -73,18 +74,6 @@ class Entity:
     start: int
     end: int
     score: float
-
-
-def bio_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(type, first word, last word + 1) of every entity in a valid BIO sequence."""
-    spans: list[tuple[str, int, int]] = []
-    for i, tag in enumerate(tags):
-        if tag.startswith("B-") or (tag.startswith("I-") and (not spans or spans[-1][2] != i or
-                                                              spans[-1][0] != tag[2:])):  # fmt: skip
-            spans.append((tag[2:], i, i + 1))
-        elif tag.startswith("I-"):
-            spans[-1] = (spans[-1][0], spans[-1][1], i + 1)
-    return spans
 
 
 class Tagger:

@@ -3,11 +3,14 @@
 Columns: ``tokens`` (words), ``tags`` (gold BIO label ids, empty when unlabeled), ``has_gold``,
 ``teacher_tags`` (the teacher's Viterbi path as label ids) and ``probs``, a float32
 [words x labels] matrix of teacher posteriors. The label names live in the features
-(``ClassLabel``), so a soft-label folder is self-describing.
+(``ClassLabel``), and every split's ``DatasetInfo.description`` holds the contract's metadata
+(temperature, soft-label kind, the teachers' kind, source and SHA-256; see ``save`` and ``meta``),
+so a soft-label folder is self-describing: no report beside it is needed to use it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -87,6 +90,26 @@ def decoded_argmax_agreement(ds: Dataset) -> float:
                 same += int((np.stack(probs).argmax(-1) == np.asarray(tags)).sum())
                 total += len(tags)
     return same / max(1, total)
+
+
+META_KEY = "nerdistil_soft_labels"
+
+
+def save(splits: dict[str, Dataset], folder: Path, meta: dict, max_shard_size: str | int | None = None) -> None:
+    """Write the splits as one DatasetDict, each split carrying ``meta`` (temperature, kind, teachers)."""
+    for ds in splits.values():
+        ds.info.description = json.dumps({META_KEY: meta}, sort_keys=True)
+    DatasetDict(splits).save_to_disk(str(folder), max_shard_size=max_shard_size)
+
+
+def meta(ds: Dataset | DatasetDict) -> dict:
+    """The contract's metadata stored by ``save`` (empty for soft labels written before it existed)."""
+    if isinstance(ds, DatasetDict):
+        ds = next(iter(ds.values()))
+    try:
+        return json.loads(ds.info.description or "{}").get(META_KEY, {})
+    except (ValueError, AttributeError):
+        return {}
 
 
 def load(path: str | Path) -> DatasetDict:

@@ -127,7 +127,7 @@ def tok_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from nerdistil.teacher.flair_teacher import minilm_path
+    from nerdistil.assets import minilm_path
 
     return load_tokenizer(str(minilm_path()))
 

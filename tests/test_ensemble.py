@@ -6,11 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nerdistil import softlabels, trust
+from nerdistil import assets, softlabels, trust
 from nerdistil.data.conll import read_conll
 from nerdistil.metrics import entity_report
-from nerdistil.teacher import flair_teacher as ft
-from nerdistil.teacher.teach import average, decode_posteriors
+from nerdistil.tags import decode_posteriors
+from nerdistil.teacher.ensemble import average
+from nerdistil.teacher.flair import embeddings as fe
+from nerdistil.teacher.flair import label as fl
+from nerdistil.teacher.flair import model as fm
+from nerdistil.teacher.flair import sentences as fs
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -56,7 +60,7 @@ def test_ensemble_of_identical_members_equals_the_member(tiny_teacher, cli, tmp_
     ds2 = softlabels.load(tmp_path / "two" / "soft_labels")
     labels = softlabels.label_names(ds2)
     # the ensemble's tags: the best valid BIO path through the members' mean T = 1 posteriors
-    t1 = [lab.probs for lab in ft.label(ft.load_teacher(member), read_conll(CORPUS / "test.txt"), labels, 1.0)]
+    t1 = [lab.probs for lab in fl.label(fm.load_tagger(member), read_conll(CORPUS / "test.txt"), labels, 1.0)]
     for p1, r2 in zip(t1, ds2["test"].with_format("numpy")):
         assert [labels[k] for k in r2["teacher_tags"]] == decode_posteriors(p1, labels)
 
@@ -74,8 +78,8 @@ def test_trained_ensemble_stores_the_mean_of_its_members(cli, tmp_path):
     member_probs = []
     for f in files:
         assert trust.check(out / f) == trust.sha256(out / f)  # recorded: no --trust-teacher needed
-        tagger = ft.load_teacher(out / f)
-        member_probs.append([lab.probs for lab in ft.label(tagger, test, labels, report["temperature"])])
+        tagger = fm.load_tagger(out / f)
+        member_probs.append([lab.probs for lab in fl.label(tagger, test, labels, report["temperature"])])
     assert not all(np.allclose(a, b) for a, b in zip(*member_probs))  # different seeds, different members
     for stored, a, b in zip(_probs(out), *member_probs):
         np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)
@@ -89,12 +93,12 @@ def test_stacked_and_fine_tuned_teachers_load_back(spec, cli, tmp_path):
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"]["embeddings"] == spec
-    tagger = ft.load_teacher(out / "teacher.pt")
+    tagger = fm.load_tagger(out / "teacher.pt")
     assert (tagger.use_rnn, tagger.embeddings.__class__.__name__) == (
         (True, "StackedEmbeddings") if "," in spec else (False, "TransformerWordEmbeddings")
     )
     test = read_conll(CORPUS / "test.txt")
-    again = [lab.probs for lab in ft.label(tagger, test, report["labels"], report["temperature"])]
+    again = [lab.probs for lab in fl.label(tagger, test, report["labels"], report["temperature"])]
     for stored, fresh in zip(_probs(out), again):
         np.testing.assert_allclose(fresh, stored, atol=1e-5)
 
@@ -108,7 +112,7 @@ def test_stacked_embeddings_concatenate_in_the_same_order_after_loading(spec, tm
     from flair.models import SequenceTagger
 
     train = read_conll(CORPUS / "train.txt")
-    emb = ft.build_embeddings(spec, train, ft.to_flair(train))
+    emb = fe.build_embeddings(spec, train, fs.to_flair(train))
     tags = Dictionary(add_unk=False)
     for t in ("O", "S-person", "B-person", "E-person", "I-person"):
         tags.add_item(t)
@@ -141,7 +145,7 @@ def test_any_transformer_folder_is_a_frozen_teacher_encoder_with_a_layer_choice(
     word_ids = tok(words, is_split_into_words=True).word_ids()
     firsts = [word_ids.index(i) for i in range(len(words))]
     for suffix, expected in (("@all", torch.stack(hidden).mean(0)[0]), ("", hidden[-1][0])):
-        emb = ft.build_embeddings(f"{tiny_student}{suffix}", [], [])
+        emb = fe.build_embeddings(f"{tiny_student}{suffix}", [], [])
         assert emb.embedding_length == 32 and not emb.fine_tune
         emb.eval()
         sent = FlairSentence(words)
@@ -158,8 +162,8 @@ def test_bad_transformer_parts_are_one_line_errors(part, message):
     from nerdistil.errors import UserError
 
     with pytest.raises(UserError, match=message):
-        ft.transformer_part(part)
-    assert ft.transformer_part("sentence-transformers/all-mpnet-base-v2@all") == (
+        fe.transformer_part(part)
+    assert fe.transformer_part("sentence-transformers/all-mpnet-base-v2@all") == (
         "sentence-transformers/all-mpnet-base-v2", "all")  # fmt: skip
 
 
@@ -187,7 +191,7 @@ def _split_zip(tmp_path, folder: str) -> tuple[list, str]:
 
 def test_split_zip_is_joined_in_order_checked_and_unpacked_atomically(tmp_path):
     pieces, sha = _split_zip(tmp_path, "m")
-    target = ft.unpack_split_zip(pieces, sha, "m", tmp_path / "cache" / "m")
+    target = assets.unpack_split_zip(pieces, sha, "m", tmp_path / "cache" / "m")
     assert (target / "config.json").read_text() == '{"model_type": "bert"}'
     assert (target / "sub" / "w.bin").read_bytes() == bytes(range(256)) * 40
     assert not (target / "desktop.ini").exists()
@@ -196,7 +200,7 @@ def test_split_zip_is_joined_in_order_checked_and_unpacked_atomically(tmp_path):
     from nerdistil.errors import UserError
 
     with pytest.raises(UserError, match="SHA-256"):
-        ft.unpack_split_zip(pieces, "0" * 64, "m", tmp_path / "cache2" / "m")
+        assets.unpack_split_zip(pieces, "0" * 64, "m", tmp_path / "cache2" / "m")
     assert list((tmp_path / "cache2").iterdir()) == []  # nothing that looks finished
 
 
@@ -210,14 +214,14 @@ def test_mpnet_without_its_packages_is_a_one_line_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(md, "distribution", missing)
     with pytest.raises(UserError, match=r"pip install 'nerdistil\[mpnet\]'"):
-        ft.mpnet_path(tmp_path)
+        assets.mpnet_path(tmp_path)
 
 
 def _has_mpnet() -> bool:
     import importlib.metadata as md
 
     try:
-        return all(md.distribution(n) for n in ft.MPNET_PARTS)
+        return all(md.distribution(n) for n in assets.MPNET_PARTS)
     except md.PackageNotFoundError:
         return False
 
@@ -226,10 +230,10 @@ def _has_mpnet() -> bool:
 def test_mpnet_from_its_pypi_parts_loads_as_a_transformer(tmp_path):
     from transformers import AutoConfig
 
-    path = ft.mpnet_path(tmp_path)
+    path = assets.mpnet_path(tmp_path)
     cfg = AutoConfig.from_pretrained(path)
     assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size) == ("mpnet", 12, 768)
-    assert ft.mpnet_path(tmp_path) == path  # the second call reuses the unpacked folder
+    assert assets.mpnet_path(tmp_path) == path  # the second call reuses the unpacked folder
 
 
 def test_frozen_ensemble_embeds_each_sentence_once_and_labels_like_its_members(cli, tmp_path, monkeypatch):
@@ -259,8 +263,8 @@ def test_frozen_ensemble_embeds_each_sentence_once_and_labels_like_its_members(c
     test = read_conll(CORPUS / "test.txt")
     member_probs = []
     for m in report["members"]:  # each member relabelled alone, from its own file and its own encoder copy
-        tagger = ft.load_teacher(tmp_path / "ens2" / m["file"])
-        member_probs.append([lab.probs for lab in ft.label(tagger, test, report["labels"], report["temperature"])])
+        tagger = fm.load_tagger(tmp_path / "ens2" / m["file"])
+        member_probs.append([lab.probs for lab in fl.label(tagger, test, report["labels"], report["temperature"])])
     assert not all(np.allclose(a, b) for a, b in zip(*member_probs))
     for stored, a, b in zip(_probs(tmp_path / "ens2"), *member_probs):
         np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)
@@ -269,18 +273,18 @@ def test_frozen_ensemble_embeds_each_sentence_once_and_labels_like_its_members(c
 def test_share_embeddings_merges_only_identical_encoders(tiny_teacher):
     import copy
 
-    first = ft.load_teacher(tiny_teacher / "teacher.pt")
+    first = fm.load_tagger(tiny_teacher / "teacher.pt")
     same, changed = copy.deepcopy(first), copy.deepcopy(first)
     with __import__("torch").no_grad():
         next(changed.embeddings.parameters()).add_(1.0)
     taggers = [first, same, changed]
-    assert ft.share_embeddings(taggers) == 1
+    assert fe.share_embeddings(taggers) == 1
     assert same.embeddings is first.embeddings and changed.embeddings is not first.embeddings
-    assert not ft.same_embeddings(ft.build_embeddings("minilm", [], []), ft.build_embeddings("minilm-all", [], []))
+    assert not fe.same_embeddings(fe.build_embeddings("minilm", [], []), fe.build_embeddings("minilm-all", [], []))
 
 
 def test_cross_fit_labels_each_train_tweet_with_the_member_that_did_not_see_it(cli, tmp_path):
-    from nerdistil.teacher.teach import train_folds
+    from nerdistil.teacher.ensemble import train_folds
 
     out = tmp_path / "cf"
     code, _, err = cli("teach", "--corpus", CORPUS, "--out", out, "--embeddings", "minilm-all", "--epochs", "2",
@@ -292,15 +296,15 @@ def test_cross_fit_labels_each_train_tweet_with_the_member_that_did_not_see_it(c
     assert sorted(set(folds)) == [0, 1] and abs(folds.count(0) - folds.count(1)) <= 1
     assert report["cross_fit"] and [m["train_sentences"] for m in report["members"]] == [folds.count(1),
                                                                                          folds.count(0)]  # fmt: skip
-    taggers = [ft.load_teacher(out / m["file"]) for m in report["members"]]
+    taggers = [fm.load_tagger(out / m["file"]) for m in report["members"]]
     labels, t = report["labels"], report["temperature"]
-    alone = [list(ft.label(tagger, train, labels, t)) for tagger in taggers]
+    alone = [list(fl.label(tagger, train, labels, t)) for tagger in taggers]
     for i, stored in enumerate(_probs(out, "train")):
         np.testing.assert_allclose(stored, alone[folds[i]][i].probs, atol=1e-5)  # the held-out member only
     assert not all(np.allclose(a.probs, b.probs) for a, b in zip(*alone))
     held_out_tags = [alone[folds[i]][i].tags for i in range(len(train))]
     assert report["train_fit_f1"] == pytest.approx(entity_report([s.tags for s in train], held_out_tags)["f1"])
-    both = [[lab.probs for lab in ft.label(tagger, test, labels, t)] for tagger in taggers]
+    both = [[lab.probs for lab in fl.label(tagger, test, labels, t)] for tagger in taggers]
     for stored, a, b in zip(_probs(out, "test"), *both):
         np.testing.assert_allclose(stored, (a + b) / 2, atol=1e-5)  # dev and test: the mean of every member
 

@@ -32,7 +32,7 @@ def test_exported_tags_equal_the_pytorch_student(exported, tiny_distilled, tmp_p
     from nerdistil.runtime import Tagger
 
     fp32 = tmp_path / "fp32"
-    from nerdistil.export import run_export
+    from nerdistil.student.export import run_export
 
     run_export(tiny_distilled, fp32, "none", CORPUS / "dev.txt", draws=50)
     words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
@@ -67,9 +67,9 @@ def test_int8_over_the_limit_is_refused(tiny_distilled, tmp_path, cli, monkeypat
     from onnx import numpy_helper
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerdistil import export
     from nerdistil.data.conll import Sentence, write_conll
     from nerdistil.evaluate import load_predictor
+    from nerdistil.student import export
 
     # a student that tags every word B-X (bias pushed up), and gold = its own tags: its F1 is 1
     student = tmp_path / "student"
@@ -153,8 +153,8 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
 
     from nerdistil.data.conll import bio_labels, entity_types
     from nerdistil.evaluate import load_predictor
-    from nerdistil.export import run_export
     from nerdistil.runtime import Tagger
+    from nerdistil.student.export import run_export
 
     sents = [s for f in ("train", "dev", "test") for s in read_conll(CORPUS / f"{f}.txt")]
     tok = ByteLevelBPETokenizer()

@@ -244,19 +244,19 @@ def test_distil_refuses_nan_soft_labels(cli, tiny_teacher, tiny_student, tmp_pat
 def test_a_non_finite_loss_stops_training(tmp_path):
     import torch
 
-    from nerdistil import distiller
+    from nerdistil import trainer
     from nerdistil.errors import UserError
 
     model = torch.nn.Linear(2, 2)
-    sampler = distiller.EpochBatchSampler([1] * 4, 2, True, 0)
+    sampler = trainer.EpochBatchSampler([1] * 4, 2, True, 0)
     loader = torch.utils.data.DataLoader([torch.ones(2)] * 4, batch_sampler=sampler)
-    cfg = distiller.TrainConfig(2, 1e-3, 0.0, 1e-8, 0.0, 1.0, 1, 0, 0, "no", 0)
+    cfg = trainer.TrainConfig(2, 1e-3, 0.0, 1e-8, 0.0, 1.0, 1, 0, 0, "no", 0)
 
     def loss_fn(m, batch):
         return m(batch).sum() * float("nan"), {}
 
     with pytest.raises(UserError, match="loss became nan"):
-        distiller.train(model, loader, loss_fn, cfg)
+        trainer.train(model, loader, loss_fn, cfg)
 
 
 # --- class 5: tracebacks where a one-line error belongs -----------------------------------------------------------

@@ -182,7 +182,7 @@ def test_lm_cli_end_to_end(tiny_mlm, corpus_dir, tmp_path, cli):
     assert "nearest neighbours of 'obama'" in out and "overlap" in out
     assert "| rank |" in (tmp_path / "e.md").read_text()
     # the LM folder is a valid starting point for the NER student
-    from nerdistil.ner import build_student as ner_student
+    from nerdistil.student.model import build_student as ner_student
 
     model, _ = ner_student(str(tmp_path / "s"), ["O", "B-x", "I-x"])
     assert model.config.num_labels == 3

@@ -11,7 +11,9 @@ import torch
 from nerdistil import softlabels
 from nerdistil.data.conll import Sentence, read_conll
 from nerdistil.data.tweets import tokenize
-from nerdistil.teacher import flair_teacher as ft
+from nerdistil.teacher.flair import label as fl
+from nerdistil.teacher.flair import model as fm
+from nerdistil.teacher.flair import sentences as fs
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -19,14 +21,14 @@ CORPUS = Path(__file__).parent / "data" / "corpus"
 @pytest.fixture(scope="module")
 def teacher(tiny_teacher):
     labels = json.loads((tiny_teacher / "report.json").read_text())["labels"]
-    return ft.load_teacher(tiny_teacher / "teacher.pt"), labels
+    return fm.load_tagger(tiny_teacher / "teacher.pt"), labels
 
 
 @pytest.fixture
 def small_windows(monkeypatch):
     """Windows of 8 words with 2 words of context each side, so a 40-word sentence needs several."""
-    monkeypatch.setattr(ft, "MAX_WINDOW_WORDS", 8)
-    monkeypatch.setattr(ft, "WINDOW_CONTEXT", 2)
+    monkeypatch.setattr(fl, "MAX_WINDOW_WORDS", 8)
+    monkeypatch.setattr(fl, "WINDOW_CONTEXT", 2)
 
 
 def corpus_words(n: int) -> list[str]:
@@ -39,7 +41,7 @@ def corpus_words(n: int) -> list[str]:
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 100, 1001])
 @pytest.mark.parametrize(("size", "context"), [(8, 2), (8, 0), (12, 3), (256, 32)])
 def test_each_word_keeps_the_window_where_it_is_most_central(n, size, context):
-    spans = ft.word_windows(n, size, context)
+    spans = fl.word_windows(n, size, context)
     assert spans[0][0] == spans[0][2] == 0 and spans[-1][1] == spans[-1][3] == n
     for k, (a, b, keep_from, keep_to) in enumerate(spans):
         assert b - a <= size and a <= keep_from < keep_to <= b
@@ -58,18 +60,18 @@ def test_a_long_sentence_is_labelled_in_windows(teacher, small_windows, kind):
     tagger, labels = teacher
     words = corpus_words(41)
     short_a, short_b = Sentence(words[:5]), Sentence(words[10:18])  # 8 words: at the limit, not windowed
-    out = list(ft.label(tagger, [short_a, Sentence(words), short_b], labels, 2.0, kind=kind, decode_probs=True))
+    out = list(fl.label(tagger, [short_a, Sentence(words), short_b], labels, 2.0, kind=kind, decode_probs=True))
     joined = out[1]
     assert joined.probs.shape == (len(words), len(labels)) and joined.probs.dtype == np.float32
     assert len(joined.tags) == len(words) and set(joined.tags) <= set(labels)
     np.testing.assert_allclose(joined.probs.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(joined.decode_probs.sum(-1), 1.0, atol=1e-5)
 
-    spans = ft.word_windows(len(words))
+    spans = fl.word_windows(len(words))
     assert len(spans) > 3
     windows = [Sentence(words[a:b]) for a, b, _, _ in spans]
-    together = list(ft.label(tagger, windows, labels, 2.0, kind=kind, decode_probs=True))  # the same batches
-    alone = [next(ft.label(tagger, [w], labels, 2.0, kind=kind, decode_probs=True)) for w in windows]
+    together = list(fl.label(tagger, windows, labels, 2.0, kind=kind, decode_probs=True))  # the same batches
+    alone = [next(fl.label(tagger, [w], labels, 2.0, kind=kind, decode_probs=True)) for w in windows]
     for (a, _, keep_from, keep_to), lab, lab1 in zip(spans, together, alone):
         # each word's row is the one it gets from its window labelled as a sentence (alone: up to the float
         # rounding of another batch shape)
@@ -87,7 +89,7 @@ def test_a_long_sentence_is_labelled_in_windows(teacher, small_windows, kind):
         assert [labels[k] for k in joined.probs.argmax(-1)] == joined.tags and set(joined.probs.flat) == {0.0, 1.0}
 
     # sentences at or under the limit are labelled exactly as without the long one beside them
-    without = list(ft.label(tagger, [short_a, short_b], labels, 2.0, kind=kind, decode_probs=True))
+    without = list(fl.label(tagger, [short_a, short_b], labels, 2.0, kind=kind, decode_probs=True))
     for got, want in zip([out[0], out[2]], without):
         np.testing.assert_array_equal(got.probs, want.probs)
         np.testing.assert_array_equal(got.decode_probs, want.decode_probs)
@@ -97,8 +99,8 @@ def test_a_long_sentence_is_labelled_in_windows(teacher, small_windows, kind):
 def test_sentences_under_the_limit_take_the_unwindowed_path(teacher):
     tagger, labels = teacher
     test = read_conll(CORPUS / "test.txt")
-    assert max(len(s) for s in test) <= ft.MAX_WINDOW_WORDS
-    for got, want in zip(ft.label(tagger, test, labels, 2.0), ft._label_batches(tagger, test, labels, 2.0)):
+    assert max(len(s) for s in test) <= fl.MAX_WINDOW_WORDS
+    for got, want in zip(fl.label(tagger, test, labels, 2.0), fl._label_batches(tagger, test, labels, 2.0)):
         np.testing.assert_array_equal(got.probs, want.probs)
         assert got.tags == want.tags
 
@@ -107,9 +109,9 @@ def test_shared_flair_copies_of_long_sentences_are_not_embedded(teacher, small_w
     tagger, labels = teacher
     words = corpus_words(30)
     sents = [Sentence(words[:6]), Sentence(words)]
-    shared = ft.to_flair(sents)
-    got = list(ft.label(tagger, sents, labels, 2.0, flair_sentences=shared))
-    want = list(ft.label(tagger, sents, labels, 2.0))
+    shared = fs.to_flair(sents)
+    got = list(fl.label(tagger, sents, labels, 2.0, flair_sentences=shared))
+    want = list(fl.label(tagger, sents, labels, 2.0))
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.probs, w.probs)
         assert g.tags == w.tags
@@ -127,7 +129,7 @@ def test_teach_labels_a_long_unlabeled_line(tiny_teacher, corpus_dir, cli, small
     stored = softlabels.load(tmp_path / "t" / "soft_labels")
     rows = stored["unlabeled"].with_format("numpy")
     words = tokenize(line)
-    assert len(words) > 4 * ft.MAX_WINDOW_WORDS and list(rows[0]["tokens"]) == words
+    assert len(words) > 4 * fl.MAX_WINDOW_WORDS and list(rows[0]["tokens"]) == words
     probs = np.stack(rows[0]["probs"])
     assert probs.shape == (len(words), len(softlabels.label_names(stored))) and len(rows[0]["teacher_tags"]) == len(
         words
@@ -144,7 +146,7 @@ def test_a_labeller_left_half_way_leaves_gradients_on(teacher, small_windows):
         [Sentence(words[:5]), Sentence(words[5:9])],
         [Sentence(words[:5]), Sentence(words), Sentence(words[:3])],
     ):
-        gen = ft.label(tagger, sents, labels, 2.0, batch_size=1)
+        gen = fl.label(tagger, sents, labels, 2.0, batch_size=1)
         next(gen)
         assert torch.is_grad_enabled()
         next(gen)

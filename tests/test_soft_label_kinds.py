@@ -8,35 +8,37 @@ import pytest
 from nerdistil import softlabels
 from nerdistil.data.conll import read_conll
 from nerdistil.errors import UserError
-from nerdistil.teacher import flair_teacher as ft
 from nerdistil.teacher.crf import tag_projection
+from nerdistil.teacher.flair import label as fl
+from nerdistil.teacher.flair import model as fm
+from nerdistil.teacher.flair import sentences as fsent
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_teacher):
-    tagger = ft.load_teacher(tiny_teacher / "teacher.pt")
+    tagger = fm.load_tagger(tiny_teacher / "teacher.pt")
     labels = softlabels.label_names(softlabels.load(tiny_teacher / "soft_labels"))
     return tagger, labels, read_conll(CORPUS / "test.txt")
 
 
 def test_flair_kind_is_flairs_own_all_class_scores(setup):
     tagger, labels, sents = setup
-    ours = [lab.probs for lab in ft.label(tagger, sents, labels, temperature=1.0, kind="flair")]
-    flair_sents = ft.to_flair(sents)
+    ours = [lab.probs for lab in fl.label(tagger, sents, labels, temperature=1.0, kind="flair")]
+    flair_sents = fsent.to_flair(sents)
     tagger.predict(flair_sents, return_probabilities_for_all_classes=True, mini_batch_size=8)
-    proj = tag_projection(ft.teacher_tags(tagger), labels)
-    index = {t: k for k, t in enumerate(ft.teacher_tags(tagger))}
+    proj = tag_projection(fsent.teacher_tags(tagger), labels)
+    index = {t: k for k, t in enumerate(fsent.teacher_tags(tagger))}
     for fs, mine in zip(flair_sents, ours):
         for token, row in zip(fs, mine):
             dist = np.zeros(len(index))
-            for lab in token.get_tags_proba_dist(ft.TAG_TYPE):
+            for lab in token.get_tags_proba_dist(fsent.TAG_TYPE):
                 dist[index[lab.value]] = lab.score
             want = dist @ proj
             np.testing.assert_allclose(row, want / want.sum(), atol=1e-5)
     # a temperature reshapes them as p^(1/T), renormalised
-    warm = [lab.probs for lab in ft.label(tagger, sents, labels, temperature=2.0, kind="flair")]
+    warm = [lab.probs for lab in fl.label(tagger, sents, labels, temperature=2.0, kind="flair")]
     assert all(np.allclose(w.sum(-1), 1, atol=1e-5) for w in warm)
     entropy = [-(p * np.log(np.clip(p, 1e-12, None))).sum() for p in (ours[0], warm[0])]
     assert entropy[1] > entropy[0]
@@ -44,7 +46,7 @@ def test_flair_kind_is_flairs_own_all_class_scores(setup):
 
 def test_hard_kind_is_the_one_hot_viterbi_path(setup):
     tagger, labels, sents = setup
-    for lab in ft.label(tagger, sents, labels, temperature=2.0, kind="hard"):
+    for lab in fl.label(tagger, sents, labels, temperature=2.0, kind="hard"):
         assert set(np.unique(lab.probs)) <= {0.0, 1.0}
         assert [labels[k] for k in lab.probs.argmax(-1)] == lab.tags
 
@@ -52,4 +54,4 @@ def test_hard_kind_is_the_one_hot_viterbi_path(setup):
 def test_unknown_kind_is_a_clear_error(setup):
     tagger, labels, sents = setup
     with pytest.raises(UserError, match="posterior, flair, hard"):
-        next(ft.label(tagger, sents, labels, kind="logits"))
+        next(fl.label(tagger, sents, labels, kind="logits"))

@@ -9,7 +9,8 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 from nerdistil.align import load_tokenizer
 from nerdistil.data.conll import read_conll
-from nerdistil.ner import build_student, keep_layers, predict
+from nerdistil.student.model import build_student, keep_layers
+from nerdistil.tokclf import predict
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_long_sentence_is_windowed_and_every_word_predicted(distilled):
 
 
 def test_student_layers_copies_evenly_spaced_layers():
-    from nerdistil.ner import resolve_model_name
+    from nerdistil.assets import resolve_model_name
 
     full = AutoModelForTokenClassification.from_pretrained(resolve_model_name("minilm"), num_labels=3)
     small, _ = build_student("minilm", ["O", "B-x", "I-x"], layers=3)
@@ -133,7 +134,7 @@ def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
     code, stdout, err = cli("run", cfg)
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
-    assert [r["model"] for r in summary["rows"]] == ["teacher (Flair BiLSTM-CRF)", "finetune student", "distil student"]
+    assert [r["model"] for r in summary["rows"]] == ["teacher (flair)", "finetune student", "distil student"]
     assert all(r["test_f1"] is not None and r["params"] > 0 for r in summary["rows"])
     # augment_copies: the teacher labelled one made version of each training tweet, the student learnt from them
     made = (tmp_path / "runs" / "transfer.txt").read_text().splitlines()
@@ -152,7 +153,7 @@ def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
 def test_constrained_decoding_never_breaks_an_entity():
     import itertools
 
-    from nerdistil.ner import bio_transitions, bio_viterbi
+    from nerdistil.tags import bio_transitions, bio_viterbi
 
     labels = ["O", "B-a", "I-a", "B-b", "I-b"]
     allowed = bio_transitions(labels)

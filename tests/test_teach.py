@@ -9,8 +9,9 @@ import torch
 
 from nerdistil import softlabels, trust
 from nerdistil.data.conll import read_conll
-from nerdistil.teacher import flair_teacher as ft
 from nerdistil.teacher.crf import crf_marginals
+from nerdistil.teacher.flair import label as fl
+from nerdistil.teacher.flair import model as fm
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +51,11 @@ def test_soft_labels_cover_every_word(taught):
 
 def test_posterior_argmax_matches_viterbi(taught):
     out, corpus = taught
-    tagger = ft.load_teacher(out / "teacher.pt")
+    tagger = fm.load_tagger(out / "teacher.pt")
     sents = read_conll(corpus / "train.txt") + read_conll(corpus / "test.txt")
     labels = softlabels.label_names(softlabels.load(out / "soft_labels"))
     same = total = 0
-    for lab in ft.label(tagger, sents, labels, temperature=1.0):
+    for lab in fl.label(tagger, sents, labels, temperature=1.0):
         arg = [labels[k] for k in lab.probs.argmax(-1)]
         same += sum(a == b for a, b in zip(arg, lab.tags))
         total += len(arg)
@@ -68,7 +69,7 @@ def test_marginals_on_a_real_tagger_match_brute_force(taught):
     from flair.data import Sentence
 
     out, _ = taught
-    tagger = ft.load_teacher(out / "teacher.pt")
+    tagger = fm.load_tagger(out / "teacher.pt")
     tagger.eval()
     d = tagger.label_dictionary
     start, stop = d.get_idx_for_item("<START>"), d.get_idx_for_item("<STOP>")

@@ -10,11 +10,13 @@ from nerdistil import config as cfgmod
 from nerdistil import softlabels
 from nerdistil.align import load_tokenizer
 from nerdistil.data.conll import Sentence, read_conll
-from nerdistil.distiller import MixedBatchSampler
 from nerdistil.errors import UserError
-from nerdistil.ner import make_examples
-from nerdistil.teacher import flair_teacher as ft
-from nerdistil.teacher.teach import label_stream, read_unlabeled, run_teach
+from nerdistil.student.data import make_examples
+from nerdistil.teacher.ensemble import label_stream
+from nerdistil.teacher.flair import label as fl
+from nerdistil.teacher.flair import model as fm
+from nerdistil.teacher.teach import read_unlabeled, run_teach
+from nerdistil.trainer import MixedBatchSampler
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -37,7 +39,7 @@ def test_reader_streams_the_file_line_by_line(tmp_path):
 
 
 def test_labeller_holds_at_most_one_chunk(tiny_teacher):
-    tagger = ft.load_teacher(tiny_teacher / "teacher.pt")
+    tagger = fm.load_tagger(tiny_teacher / "teacher.pt")
     labels = softlabels.label_names(softlabels.load(tiny_teacher / "soft_labels"))
     sents = read_conll(CORPUS / "train.txt") * 3
     consumed = 0
@@ -48,9 +50,9 @@ def test_labeller_holds_at_most_one_chunk(tiny_teacher):
             consumed += 1
             yield Sentence(s.tokens)
 
-    expected = [lab.probs for lab in ft.label(tagger, sents, labels, 2.0)]
+    expected = [lab.probs for lab in fl.label(tagger, sents, labels, 2.0)]
     got = 0
-    for i, row in enumerate(label_stream([tagger], source(), labels, 2.0, chunk=5)):
+    for i, row in enumerate(label_stream([fm.FlairTeacher(tagger, {})], source(), labels, 2.0, chunk=5)):
         assert consumed - i <= 5  # never more than one chunk read ahead of what was yielded
         assert row.sentence.tokens == sents[i].tokens
         np.testing.assert_allclose(row.probs, expected[i], atol=1e-6)  # chunking changes no number

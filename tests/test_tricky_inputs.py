@@ -50,16 +50,17 @@ def test_valid_files_lose_no_word(name, tiny_teacher, tiny_distilled, cli, tmp_p
     import json
 
     from nerdistil import softlabels
-    from nerdistil.teacher import flair_teacher as ft
+    from nerdistil.teacher.flair import label as fl
+    from nerdistil.teacher.flair import model as fm
 
     sents = read_conll(TRICKY / name)
     assert all(len(s.tokens) == len(s.tags) > 0 for s in sents)
     labels = softlabels.label_names(softlabels.load(tiny_teacher / "soft_labels"))
-    tagger = ft.load_teacher(tiny_teacher / "teacher.pt")
+    tagger = fm.load_tagger(tiny_teacher / "teacher.pt")
     from nerdistil.data.conll import Sentence
 
     words_only = [Sentence(s.tokens) for s in sents]
-    for sent, lab in zip(sents, ft.label(tagger, words_only, labels)):
+    for sent, lab in zip(sents, fl.label(tagger, words_only, labels)):
         assert lab.probs.shape == (len(sent.tokens), len(labels)) and len(lab.tags) == len(sent.tokens)
     code, out, err = cli("evaluate", tiny_distilled, "--corpus", TRICKY / name, "--json", tmp_path / "r.json")
     assert code == 0, err  # label_set_mismatch.txt too: gold types the student lacks score as misses

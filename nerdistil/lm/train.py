@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nerdistil import distiller
+from nerdistil import trainer
 from nerdistil.config import LMConfig
 from nerdistil.errors import UserError
 from nerdistil.layers import num_layers, prune_least_important_heads, select_layers
@@ -35,7 +35,7 @@ def load_mlm(name: str):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nerdistil.ner import resolve_model_name
+    from nerdistil.assets import resolve_model_name
 
     path = resolve_model_name(name)
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
@@ -186,7 +186,7 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
     train = read_tweets(cfg.corpus, "auto")  # tweets, one a line, or a CoNLL file (word<TAB>tag lines)
     held_out = read_tweets(cfg.eval_corpus, "auto") if cfg.eval_corpus else None
     items = encode(tokenizer, train, cfg.max_length)
-    sampler = distiller.EpochBatchSampler([len(it["input_ids"]) for it in items], cfg.batch_size, True, cfg.seed)
+    sampler = trainer.EpochBatchSampler([len(it["input_ids"]) for it in items], cfg.batch_size, True, cfg.seed)
     loader = torch.utils.data.DataLoader(
         items, batch_sampler=sampler, collate_fn=collator(tokenizer, cfg.mlm_probability)
     )
@@ -201,16 +201,16 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
         if held_out
         else None
     )
-    tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup, cfg.max_grad_norm,
+    tcfg = trainer.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup, cfg.max_grad_norm,
                                  cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every,
                                  "perplexity", maximize=False)  # fmt: skip
-    acc = distiller.make_accelerator(tcfg)
+    acc = trainer.make_accelerator(tcfg)
     inputs = [cfg.corpus, cfg.eval_corpus, cfg.teacher, cfg.model, cfg.student]
     with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:
         before = (
             perplexity(student, tokenizer, held_out, cfg.eval_seed, max_length=cfg.max_length)[0] if held_out else None
         )
-        student, result = distiller.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard", acc,
+        student, result = trainer.train(student, loader, loss_fn, tcfg, evaluate, tmp / "tensorboard", acc,
                                           checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
         acc.wait_for_everyone()
         if not acc.is_main_process:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import DatasetDict
 from tqdm.auto import tqdm
 
 from nerdistil import softlabels, trust
@@ -25,9 +24,9 @@ from nerdistil.data.tweets import tokenize
 from nerdistil.errors import UserError
 from nerdistil.metrics import entity_report, full_report
 from nerdistil.runio import check_out, staging, versions, write_config, write_json
-from nerdistil.teacher import flair_teacher as ft
+from nerdistil.teacher import base
 from nerdistil.teacher.crf import tag_projection
-from nerdistil.trust import check as trust_check_file
+from nerdistil.teacher.ensemble import TeacherRow, label_stream, train_folds
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -84,28 +83,6 @@ def teacher_files(cfg: TeachConfig) -> list[str]:
     return [cfg.teacher] if isinstance(cfg.teacher, str) else [str(t) for t in cfg.teacher]
 
 
-def average(member_probs: list[np.ndarray]) -> np.ndarray:
-    """The mean of the members' [words x labels] posteriors: still a distribution in every row."""
-    return np.mean(np.stack(member_probs), axis=0).astype(np.float32)
-
-
-def decode_posteriors(probs: np.ndarray, labels: list[str]) -> list[str]:
-    """The best valid BIO path through an ensemble's averaged posteriors (per-word argmax under BIO rules)."""
-    from nerdistil.ner import bio_transitions, bio_viterbi
-
-    path = bio_viterbi(np.log(np.clip(probs, 1e-12, None)), bio_transitions(labels))
-    return [labels[k] for k in path]
-
-
-def train_folds(n_train: int, n_folds: int, seed: int) -> list[int]:
-    """Each train sentence's fold (0..n_folds-1) for ``--cross-fit``: a seeded shuffle dealt round-robin."""
-    order = np.random.default_rng(seed).permutation(n_train)
-    fold = [0] * n_train
-    for position, i in enumerate(order):
-        fold[int(i)] = position % n_folds
-    return fold
-
-
 def decoded_f1(ds, labels: Sequence[str]) -> float:
     """Entity F1 of a stored split's teacher tags against its gold tags."""
     ds = ds.with_format("numpy")
@@ -113,32 +90,33 @@ def decoded_f1(ds, labels: Sequence[str]) -> float:
     return entity_report(gold, [[labels[i] for i in r["teacher_tags"]] for r in ds])["f1"]
 
 
-def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[Sentence]], labels: list[str],
-            tmp: Path, cache: ft.EmbeddingCache | None = None, folds: list[int] | None = None):  # fmt: skip
-    """Load member k from its file, or train it (seed + k; without train fold k when ``folds``).
+def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[str, list[Sentence]],
+            labels: list[str], tmp: Path, trainer, folds: list[int] | None = None):  # fmt: skip
+    """Member k: a given teacher, or one trained here (seed + k; without train fold k when ``folds``).
 
-    Returns (tagger, report entry).
+    Returns (teacher, report entry).
     """
     done = tmp / "members" / f"{k}.json"
     earlier = json.loads(done.read_text()) if done.is_file() else None
     if earlier and earlier.get("cross_fit", False) != cfg.cross_fit:
         earlier = None  # trained for the other kind of run: train it again
-    if files:
-        tagger = ft.load_teacher(files[k], cfg.trust_teacher)
-        info = {"file": str(Path(files[k]).resolve()), "sha256": trust.sha256(files[k]), "trained": False}
+    if given:
+        teacher = given[k]
+        info = {"file": teacher.identity["source"], "sha256": teacher.identity["sha256"], "kind": teacher.kind,
+                "trained": False}  # fmt: skip
     elif earlier and trust.sha256(tmp / earlier["file"]) == earlier["sha256"]:
         # an interrupted run trained this member already: this run wrote the file, so it is trusted
         info = earlier
-        tagger = ft.load_teacher(tmp / info["file"], trust=True)
+        teacher = base.load_teacher(tmp / info["file"], trust_teacher=True, kind=info.get("kind", "flair"))
         log.info("resume: reusing trained member %d (%s)", k + 1, info["file"])
     else:
         if "dev" not in corpus:
             raise UserError("training a teacher needs dev.txt to choose the best epoch", cfg.corpus)
-        work = tmp / f"flair{k}"
+        work = tmp / f"teacher{k}"
         t0 = time.perf_counter()
         train = corpus["train"] if folds is None else [s for s, f in zip(corpus["train"], folds) if f != k]
-        tagger, best = ft.train_teacher(train, corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k), work,
-                                        cache, entity_types(s for part in corpus.values() for s in part))  # fmt: skip
+        teacher, best = trainer.train(train, corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k), work,
+                                      entity_types(s for part in corpus.values() for s in part))  # fmt: skip
         name = "teacher.pt" if k == 0 else f"teacher_{k + 1}.pt"
         shutil.move(str(best), tmp / name)
         suffix = "" if k == 0 else f"_{k + 1}"
@@ -147,93 +125,18 @@ def _member(cfg: TeachConfig, k: int, files: list[str], corpus: dict[str, list[S
                 shutil.move(str(work / keep), tmp / f"teacher{suffix}_{keep}")
         shutil.rmtree(work, ignore_errors=True)
         seconds = round(time.perf_counter() - t0, 1)
-        info = {"file": name, "sha256": trust.sha256(tmp / name), "trained": True, "embeddings": cfg.embeddings,
-                "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds, "cross_fit": cfg.cross_fit,
-                "train_sentences": len(train)}  # fmt: skip
+        info = {"file": name, "sha256": trust.sha256(tmp / name), "kind": teacher.kind, "trained": True,
+                "embeddings": cfg.embeddings, "epochs": cfg.epochs, "seed": cfg.seed + k, "train_seconds": seconds,
+                "cross_fit": cfg.cross_fit, "train_sentences": len(train)}  # fmt: skip
+        teacher.identity = {"kind": teacher.kind, "source": name, "sha256": info["sha256"]}
         done.parent.mkdir(exist_ok=True)
         write_json(done, info)
         _fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
-    tag_projection(ft.teacher_tags(tagger), labels)  # a label set mismatch fails now, before any labelling
-    info["tags"] = ft.teacher_tags(tagger)
-    info["params"] = sum(p.numel() for p in tagger.parameters())
-    return tagger, info
-
-
-@dataclasses.dataclass
-class TeacherRow:
-    """One sentence labelled by the teacher (or ensemble): stored probs and tags, and each member's tags."""
-
-    sentence: Sentence
-    probs: np.ndarray
-    tags: list[str]
-    member_tags: list[list[str]]
-
-
-def _by_embeddings(taggers: Sequence) -> list[list[int]]:
-    """Indices of the taggers grouped by their embeddings module (see ``flair_teacher.share_embeddings``)."""
-    groups: dict[int, list[int]] = {}
-    for k, tagger in enumerate(taggers):
-        groups.setdefault(id(tagger.embeddings), []).append(k)
-    return list(groups.values())
-
-
-def label_stream(taggers: Sequence, sentences: Iterable[Sentence], labels: list[str], temperature: float,
-                 chunk: int = 1024, kind: str = "posterior", folds: Iterable[int] | None = None,
-                 ) -> Iterator[TeacherRow]:  # fmt: skip
-    """Label sentences with every tagger, ``chunk`` sentences at a time, in input order.
-
-    At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
-    file of any size runs in bounded memory. One tagger: its CRF posteriors and Viterbi path; several:
-    the mean of their posteriors and the best valid BIO path through the mean of their T = 1 posteriors.
-    ``folds`` (one a sentence, ``--cross-fit``): each sentence is labelled by that member alone.
-    """
-    it = iter(sentences)
-    fold_it = iter(folds) if folds is not None else None
-    while True:
-        batch = [s for _, s in zip(range(chunk), it)]
-        if not batch:
-            return
-        if fold_it is not None:
-            yield from _label_held_out(taggers, batch, [next(fold_it) for _ in batch], labels, temperature, kind)
-            continue
-        many = len(taggers) > 1
-        every = list(range(len(batch)))
-        per_member = _label_subsets(taggers, batch, [every] * len(taggers), labels, temperature, kind, many)
-        for i, sent in enumerate(batch):
-            outs = [m[i] for m in per_member]
-            if len(outs) == 1:
-                probs, tags = outs[0].probs, outs[0].tags
-            else:
-                probs = average([o.probs for o in outs])
-                tags = decode_posteriors(average([o.decode_probs for o in outs]), labels)
-            yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
-
-
-def _label_subsets(taggers: Sequence, batch: list[Sentence], subsets: list[list[int]], labels: list[str],
-                   temperature: float, kind: str, decode_probs: bool = False) -> list[list[ft.Labelled]]:  # fmt: skip
-    """Tagger k labels ``batch[i]`` for i in ``subsets[k]``; taggers sharing an encoder embed each sentence once."""
-    out: list = [None] * len(taggers)
-    for group in _by_embeddings(taggers):
-        shared = ft.to_flair(Sentence(s.tokens) for s in batch) if len(group) > 1 else None
-        for k in group:
-            flair_sents = None if shared is None else [shared[i] for i in subsets[k]]
-            out[k] = list(ft.label(taggers[k], [batch[i] for i in subsets[k]], labels, temperature, kind=kind,
-                                   decode_probs=decode_probs, flair_sentences=flair_sents))  # fmt: skip
-        for s in shared or []:
-            s.clear_embeddings()
-    return out
-
-
-def _label_held_out(taggers: Sequence, batch: list[Sentence], folds: list[int], labels: list[str],
-                    temperature: float, kind: str) -> Iterator[TeacherRow]:  # fmt: skip
-    """Cross-fitted soft labels: sentence i by member ``folds[i]``, the one that did not train on it."""
-    subsets = [[i for i, f in enumerate(folds) if f == k] for k in range(len(taggers))]
-    out: list = [None] * len(batch)
-    for subset, labelled in zip(subsets, _label_subsets(taggers, batch, subsets, labels, temperature, kind)):
-        for i, lab in zip(subset, labelled):
-            out[i] = lab
-    for sent, lab in zip(batch, out):
-        yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags])
+    tag_projection(teacher.tags, labels)  # a label set mismatch fails now, before any labelling
+    teacher.check_kind(cfg.soft_labels)
+    info["tags"] = teacher.tags
+    info["params"] = teacher.params
+    return teacher, info
 
 
 ROW_SUM_TOLERANCE = 1e-4
@@ -298,27 +201,29 @@ def run_teach(cfg: TeachConfig) -> dict:
     n = len(files) or cfg.ensemble
     if n < 1:
         raise UserError(f"--ensemble must be at least 1, got {n}")
-    for f in files:  # every file is checked (exists, trusted) before any work
-        trust_check_file(f, cfg.trust_teacher)
+    # every given teacher is loaded (kind detected, trust checked, hashed once) before any work
+    given = [base.load_teacher(f, cfg.trust_teacher, cfg.teacher_kind) for f in files]
     if cfg.cross_fit and (files or n < 2):
         raise UserError("--cross-fit trains the ensemble's members on train folds: it needs --ensemble 2 or more "
                         "and no --teacher files")  # fmt: skip
     folds = train_folds(len(corpus["train"]), n, cfg.seed) if cfg.cross_fit else None
-    if cfg.soft_labels not in ft.SOFT_LABELS:
-        raise UserError(f"unknown soft-label kind {cfg.soft_labels!r}; use one of {', '.join(ft.SOFT_LABELS)}")
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "cross_fit": cfg.cross_fit,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
     with staging(cfg.out, cfg.overwrite, cfg.resume, inputs=inputs) as tmp:
         t0 = time.perf_counter()
-        taggers, members = [], []
-        cache = ft.EmbeddingCache()  # frozen embeddings: members after the first reuse its word vectors
+        teachers, members = [], []
+        trainer = None if given else base.trainer("flair")  # frozen embeddings: later members reuse the vectors
         for k in range(n):
-            tagger, info = _member(cfg, k, files, corpus, labels, tmp, cache, folds)
-            taggers.append(tagger)
+            teacher, info = _member(cfg, k, given, corpus, labels, tmp, trainer, folds)
+            teachers.append(teacher)
             members.append(info)
-        cache.clear()
-        if ft.share_embeddings(taggers):
+        if trainer is not None:
+            trainer.close()
+        by_kind: dict[type, list[base.Teacher]] = {}
+        for t in teachers:
+            by_kind.setdefault(type(t), []).append(t)
+        if sum(cls.prepare_ensemble(ts) for cls, ts in by_kind.items()):
             log.info("ensemble members share one embeddings module: each sentence is embedded once")
         report["teacher"] = dict(members[0])
         report["members"] = members
@@ -340,7 +245,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             folder = tmp / "labels" / name
             if scored:
                 shutil.rmtree(folder, ignore_errors=True)
-            gold, pred, member_pred = [], [], [[] for _ in taggers]
+            gold, pred, member_pred = [], [], [[] for _ in teachers]
             stream = iter(sents)
             bar = tqdm(total=totals[name], desc=f"labelling {name}" + (f" ({n} members)" if n > 1 else ""),
                        unit=" sentences")  # fmt: skip
@@ -358,7 +263,7 @@ def run_teach(cfg: TeachConfig) -> dict:
                     held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
                     if folds is not None and name == "train":
                         held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
-                    for lab in label_stream(taggers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
+                    for lab in label_stream(teachers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
                                             held_out):  # fmt: skip
                         check_finite(lab, name, cfg)
                         rows.append(
@@ -381,7 +286,10 @@ def run_teach(cfg: TeachConfig) -> dict:
         if reused:
             log.info("resume: reused %d labelled chunks", reused)
         data = {name: softlabels.join_chunks(tmp / "labels" / name, labels) for name in parts}
-        DatasetDict(data).save_to_disk(str(tmp / "soft_labels"), max_shard_size=cfg.shard_size)
+        teachers_meta = [{"kind": m["kind"], "source": m["file"], "sha256": m["sha256"]} for m in members]
+        meta = {"temperature": cfg.temperature, "kind": cfg.soft_labels, "cross_fit": cfg.cross_fit,
+                "teachers": teachers_meta}  # fmt: skip
+        softlabels.save(data, tmp / "soft_labels", meta, cfg.shard_size)
         shutil.rmtree(tmp / "labels", ignore_errors=True)
         report["label_seconds"] = round(time.perf_counter() - t1, 1)
 

@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerdistil import distiller, softlabels
+from nerdistil import softlabels, trainer
 from nerdistil.align import Collator
 from nerdistil.config import StudentConfig
 from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
 from nerdistil.errors import UserError
 from nerdistil.losses import class_weights, ner_loss
 from nerdistil.metrics import full_report
-from nerdistil.ner import build_student, count_parameters, loader, make_examples, predict
 from nerdistil.runio import check_out, staging, versions, write_model_run
+from nerdistil.student.data import loader, make_examples
+from nerdistil.student.model import build_student
+from nerdistil.tokclf import count_parameters, predict
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class StudentData:
 
     def __init__(self, cfg: StudentConfig, distil: bool) -> None:
         self.temperature: float | None = None
+        self.meta: dict = {}
         self.train: list[Sentence] = []
         self.probs: list[np.ndarray] | None = None
         self.evals: dict[str, list[Sentence]] = {}
@@ -47,8 +50,10 @@ class StudentData:
         sl = folder / "soft_labels" if (folder / "soft_labels").is_dir() else folder
         ds = softlabels.load(sl)
         self.labels = softlabels.label_names(ds)
+        self.meta = softlabels.meta(ds)  # the dataset says its temperature, kind and teachers
+        self.temperature = self.meta.get("temperature")
         report = sl.parent / "report.json"
-        if report.is_file():
+        if self.temperature is None and report.is_file():  # soft labels written before the metadata existed
             self.temperature = json.loads(report.read_text()).get("temperature")
         parts = ["train"] + (["unlabeled"] if distil and unlabeled and "unlabeled" in ds else [])
         probs: list[np.ndarray] = []
@@ -106,7 +111,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     data = StudentData(cfg, distil)
     labels, label2id = data.labels, {label: i for i, label in enumerate(data.labels)}
     alpha_ce, alpha_kd = (cfg.alpha_ce, cfg.alpha_kd) if distil else (1.0, 0.0)
-    temperature = cfg.temperature or data.temperature or 2.0
+    temperature = cfg.temperature or data.temperature or 1.0  # 1: the documented default
     if distil and data.temperature and cfg.temperature and abs(cfg.temperature - data.temperature) > 1e-9:
         log.warning("student temperature %s differs from the soft labels' %s", cfg.temperature, data.temperature)
 
@@ -133,11 +138,11 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
                                                             max_length=cfg.max_length))  # fmt: skip
 
     dev_f1 = (lambda m: score(m, "dev")["f1"]) if "dev" in data.evals else None
-    tcfg = distiller.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
+    tcfg = trainer.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
                                  cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every)  # fmt: skip
-    acc = distiller.make_accelerator(tcfg)
+    acc = trainer.make_accelerator(tcfg)
     with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:
-        model, result = distiller.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard", acc,
+        model, result = trainer.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard", acc,
                                         checkpoint_dir=tmp / "checkpoint", resume=cfg.resume)  # fmt: skip
         acc.wait_for_everyone()  # every process is done with the checkpoint before it goes
         if not acc.is_main_process:  # only the main process scores, writes and renames

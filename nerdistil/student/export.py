@@ -1,7 +1,7 @@
 """``nerdistil export``: a student folder in, one deployable ONNX graph with the valid-BIO decoder inside out.
 
 The student is exported by Optimum (``input_ids``, ``attention_mask`` -> ``logits``), the decoder of
-``nerdistil.onnx_decoder`` (word gather, log-softmax, BIO-constrained Viterbi) is joined to it with
+``nerdistil.student.onnx_decoder`` (word gather, log-softmax, BIO-constrained Viterbi) is joined to it with
 ``onnx.compose``, and each candidate graph (fp32, dynamic int8, int8 with per-channel weights) is
 scored against the PyTorch student on the same sentences before one is kept: the quality gate.
 The folder is self-contained for ``nerdistil.runtime.Tagger``: ``model.onnx``, ``tokenizer.json``
@@ -42,6 +42,14 @@ class Candidate:
     word_agreement: float = float("nan")
     p50_ms_batch1: float = float("nan")
     mb: float = float("nan")
+
+
+def graph_params(folder: str | Path) -> int:
+    """Parameters of an export folder's graph (its initializers), read without loading the weights' data."""
+    import onnx
+
+    graph = onnx.load(str(Path(folder) / MODEL), load_external_data=False).graph
+    return sum(int(np.prod(i.dims)) for i in graph.initializer)
 
 
 def sha256_folder(folder: Path) -> str:
@@ -85,7 +93,7 @@ def compose(encoder: Path, labels: Sequence[str], out: Path) -> None:
     import onnx
     from onnx import compose as onnx_compose
 
-    from nerdistil.onnx_decoder import build_decoder
+    from nerdistil.student.onnx_decoder import build_decoder
 
     enc = onnx.load(str(encoder))
     opset = next(o.version for o in enc.opset_import if o.domain in ("", "ai.onnx"))
@@ -166,8 +174,8 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                seed: int = 13) -> dict:  # fmt: skip
     """Export, gate and write the deployable folder; returns what ``nerdistil.json`` records."""
     from nerdistil.metrics import entity_report
-    from nerdistil.ner import check_student_folder, load_student, predict
     from nerdistil.runio import check_out, staging, versions, write_json
+    from nerdistil.tokclf import check_folder, load_classifier, predict
 
     if quantize not in QUANTIZE:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
@@ -175,10 +183,10 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         raise UserError(f"--max-f1-drop must be in [0, 1], got {max_f1_drop}")
     if draws < 1:
         raise UserError(f"--bootstrap must be at least 1, got {draws}")
-    student = check_student_folder(student)
+    student = check_folder(student)
     check_out(out, [student, corpus], overwrite)
     name, words, gold = gate_corpus(student, corpus)
-    model, tokenizer, labels = load_student(student)
+    model, tokenizer, labels = load_classifier(student)
     log.info("gate: the PyTorch student tags %d sentences of %s", len(words), name)
     ref = predict(model, tokenizer, words, labels)
     ref_f1 = entity_report(gold, ref)["f1"]

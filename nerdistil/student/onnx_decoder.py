@@ -1,4 +1,4 @@
-"""The valid-BIO Viterbi decoder of ``nerdistil.ner.bio_viterbi`` as a standalone ONNX graph.
+"""The valid-BIO Viterbi decoder of ``nerdistil.tags.bio_viterbi`` as a standalone ONNX graph.
 
 ``build_decoder`` returns a model that turns a token classifier's subword logits into the best *valid* BIO tag path
 per word, so an exported student (``nerdistil export``) can be merged with it (``onnx.compose.merge_models``) and
@@ -126,7 +126,7 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
     Returns:
         The checked ONNX model.
     """
-    from nerdistil.ner import bio_transitions
+    from nerdistil.tags import bio_transitions
 
     if opset < 13:
         raise ValueError(f"opset {opset}: the decoder needs opset 13 or newer")

@@ -1,0 +1,1 @@
+"""The Flair BiLSTM-CRF teacher: model, embeddings, sentences and CRF-posterior labelling."""

@@ -1,0 +1,165 @@
+"""The Flair teacher: a SequenceTagger (BiLSTM-CRF) trained here or loaded from a file, behind ``Teacher``.
+
+Loading a Flair model file unpickles it, which can run arbitrary code: ``base.load_teacher`` loads
+only files nerdistil wrote or the user trusts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from nerdistil.config import TeachConfig
+from nerdistil.data.conll import Sentence
+from nerdistil.errors import UserError
+from nerdistil.teacher.base import Labelled, Teacher
+from nerdistil.teacher.flair.embeddings import (
+    EmbeddingCache,
+    all_static,
+    build_embeddings,
+    fine_tuned,
+    share_embeddings,
+)
+from nerdistil.teacher.flair.label import SOFT_LABELS, label
+from nerdistil.teacher.flair.sentences import TAG_TYPE, flair_tags, teacher_tags, to_flair
+
+
+def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path,
+                  cache: EmbeddingCache | None = None, types: Sequence[str] = ()):  # fmt: skip
+    """Train a Flair tagger with a CRF on train, select the best epoch on dev; returns (tagger, model file).
+
+    Frozen embeddings get a BiLSTM-CRF trained with SGD; fine-tuned ones (``minilm-ft``) a
+    linear-CRF head trained with AdamW together with the transformer. With a ``cache``, frozen
+    embeddings and their vectors are taken from it (filled by the first member that trains). Entity
+    ``types`` missing from ``train`` (a cross-fit fold without a rare type) still get tags, so every
+    member predicts the corpus's whole label set.
+    """
+    import flair
+    from flair.data import Corpus
+    from flair.datasets import FlairDatapointDataset
+    from flair.models import SequenceTagger
+    from flair.trainers import ModelTrainer
+
+    flair.set_seed(cfg.seed)
+    f_train, f_dev = (to_flair(train), to_flair(dev)) if cache is None else (cache.flair(train), cache.flair(dev))
+    corpus = Corpus(train=FlairDatapointDataset(f_train), dev=FlairDatapointDataset(f_dev), sample_missing_splits=False)
+    tag_dict = corpus.make_label_dictionary(TAG_TYPE, add_unk=False)
+    for etype in types:
+        tag_dict.add_item(etype)  # a no-op for types seen in train
+    if cache is not None and cache.embeddings is not None:
+        embeddings = cache.embeddings
+    else:
+        embeddings = build_embeddings(cfg.embeddings, train, f_train)
+        if cache is not None and all_static(embeddings):
+            cache.embeddings = embeddings
+    tuned = fine_tuned(cfg.embeddings)
+    tagger = SequenceTagger(
+        hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
+        use_crf=True, tag_format="BIOES", use_rnn=not tuned, reproject_embeddings=not tuned,
+        word_dropout=cfg.word_dropout, locked_dropout=cfg.locked_dropout,
+    )  # fmt: skip
+    trainer = ModelTrainer(tagger, corpus)
+    common = {"mini_batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "save_final_model": False,
+              "create_file_logs": True}  # fmt: skip
+    if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
+        trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
+                          embeddings_storage_mode="none", **common)  # fmt: skip
+    else:  # SGD with annealing on plateaus; frozen embeddings are computed once, then cached in memory
+        trainer.train(str(work_dir), learning_rate=cfg.learning_rate, patience=cfg.patience,
+                      embeddings_storage_mode="cpu", **common)  # fmt: skip
+    best = work_dir / "best-model.pt"
+    if not best.is_file():  # no dev improvement was ever recorded; keep the last state
+        tagger.save(best)
+    tagger = SequenceTagger.load(best)
+    if cache is None or cache.embeddings is not embeddings:
+        for s in f_train + f_dev:
+            s.clear_embeddings()
+    return tagger, best
+
+
+def load_tagger(path: str | Path):
+    """Load a Flair SequenceTagger model file (a pickle: ``base.load_teacher`` checked trust first)."""
+    from flair.models import SequenceTagger
+
+    path = Path(path)
+    try:
+        model = SequenceTagger.load(path)
+    except Exception as e:  # noqa: BLE001 - any failure here means "not a Flair tagger file"
+        raise UserError(
+            f"cannot load a Flair SequenceTagger from this file ({type(e).__name__}); pass a Flair .pt tagger file",
+            path,
+        ) from None
+    if not isinstance(model, SequenceTagger):
+        raise UserError(f"the file holds a Flair {type(model).__name__}, not a SequenceTagger", path)
+    return model
+
+
+class FlairTeacher(Teacher):
+    """A Flair SequenceTagger: CRF posteriors by forward-backward (or Flair's scores, or its Viterbi path)."""
+
+    kind = "flair"
+    pickled = True
+    soft_label_kinds = SOFT_LABELS
+
+    def __init__(self, tagger, identity: dict) -> None:
+        self.tagger = tagger.eval()
+        self.tags = teacher_tags(tagger)
+        self.identity = identity
+        self.params = sum(p.numel() for p in tagger.parameters())
+
+    @classmethod
+    def load(cls, source: str, sha256: str | None = None) -> FlairTeacher:
+        """A tagger file (trust checked by ``base.load_teacher``)."""
+        return cls(load_tagger(source), {"kind": cls.kind, "source": str(Path(source).resolve()), "sha256": sha256})
+
+    def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
+              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
+              flair_sentences: list | None = None) -> Iterator[Labelled]:  # fmt: skip
+        """See ``flair.label.label``; ``flair_sentences`` carry word vectors shared between members."""
+        return label(self.tagger, sentences, corpus_labels, temperature, batch_size, kind, decode_probs,
+                     flair_sentences)  # fmt: skip
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
+        """Flair's own inference (``SequenceTagger.predict``, Viterbi): the teacher as people run it."""
+        return [tags for s in range(0, len(sentences), batch_size)
+                for tags in flair_tags(self.tagger, [list(w) for w in sentences[s : s + batch_size]])]  # fmt: skip
+
+    def share_key(self) -> object:
+        """Members with one embeddings module label together."""
+        return id(self.tagger.embeddings)
+
+    @classmethod
+    def prepare_ensemble(cls, teachers: Sequence[Teacher]) -> int:
+        """Members on one frozen encoder point at one embeddings module (``share_embeddings``)."""
+        return share_embeddings([t.tagger for t in teachers])  # type: ignore[attr-defined]
+
+    @classmethod
+    def label_group(cls, teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs):
+        """Members sharing an encoder embed each sentence once: one set of Flair sentences for all."""
+        if len(teachers) == 1:
+            return super().label_group(teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs)
+        shared = to_flair(Sentence(s.tokens) for s in batch)
+        try:
+            return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs,
+                                 flair_sentences=[shared[i] for i in sub]))
+                    for t, sub in zip(teachers, subsets)]  # fmt: skip
+        finally:
+            for s in shared:
+                s.clear_embeddings()
+
+
+class FlairTrainer:
+    """Trains ensemble members one after another; frozen embeddings and their vectors are computed once."""
+
+    def __init__(self) -> None:
+        self.cache = EmbeddingCache()
+
+    def train(self, train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path,
+              types: Sequence[str] = ()) -> tuple[FlairTeacher, Path]:  # fmt: skip
+        """One member: (teacher, its best-model file in ``work_dir``)."""
+        tagger, best = train_teacher(train, dev, cfg, work_dir, self.cache, types)
+        return FlairTeacher(tagger, {"kind": FlairTeacher.kind}), best
+
+    def close(self) -> None:
+        """Drop the cached word vectors."""
+        self.cache.clear()

@@ -1,0 +1,88 @@
+"""A Hugging Face token classifier as teacher: any fine-tuned NER model, a folder or a hub name.
+
+Soft labels are per word: the softmax at T of the word's first-subword logits, summed onto the
+corpus's BIO labels (``crf.tag_projection``: the same name matching as for Flair, BIOES folded into
+BIO, a corpus label the model cannot produce a one-line error). Stored tags are the valid-BIO Viterbi
+path through the T = 1 probabilities. The word-level contract lets teacher and student use different
+tokenizers (mpnet's and MiniLM's): the student aligns the rows to its own subwords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nerdistil import tokclf
+from nerdistil.data.conll import Sentence
+from nerdistil.errors import UserError
+from nerdistil.tags import decode_posteriors
+from nerdistil.teacher.base import Labelled, Teacher
+from nerdistil.teacher.crf import tag_projection
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+class TransformerTeacher(Teacher):
+    """A token classifier's first-subword softmax at T, mapped onto the corpus labels."""
+
+    kind = "transformer"
+
+    def __init__(self, model, tokenizer, identity: dict) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.identity = identity
+        self.params = tokclf.count_parameters(model)
+
+    @classmethod
+    def load(cls, source: str, sha256: str | None = None) -> TransformerTeacher:
+        """A token-classifier folder (checked file by file) or a hub name (cache or network)."""
+        from transformers import AutoModelForTokenClassification
+
+        from nerdistil.align import load_tokenizer
+
+        if Path(source).expanduser().is_dir():
+            model, tokenizer, _ = tokclf.load_classifier(Path(source).expanduser(), role="teacher")
+            identity = {"kind": cls.kind, "source": str(Path(source).expanduser().resolve()),
+                        "sha256": sha256 or tokclf.sha256_weights(Path(source).expanduser())}  # fmt: skip
+            return cls(model, tokenizer, identity)
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(source)
+            tokenizer = load_tokenizer(source)
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"cannot load the transformer teacher {source!r} ({first}); give a model folder or a "
+                            "hub name you can reach") from None  # fmt: skip
+        return cls(model, tokenizer, {"kind": cls.kind, "source": source, "sha256": None})
+
+    def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
+              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
+              ) -> Iterator[Labelled]:  # fmt: skip
+        """Per word: softmax(logits / T) projected onto ``corpus_labels``; tags: the valid-BIO Viterbi path."""
+        self.check_kind(kind)
+        proj = tag_projection(self.tags, corpus_labels)  # (K, L)
+        words = [s.tokens for s in sentences]
+        for logits in tokclf.word_logits(self.model, self.tokenizer, words, len(self.tags), batch_size):
+            p1 = _softmax(logits.astype(np.float64)) @ proj
+            p1 /= p1.sum(-1, keepdims=True)
+            tags = decode_posteriors(p1, corpus_labels)
+            if kind == "hard":
+                probs = np.zeros_like(p1)
+                probs[np.arange(len(tags)), [list(corpus_labels).index(t) for t in tags]] = 1.0
+            elif temperature == 1:
+                probs = p1
+            else:
+                probs = _softmax(logits.astype(np.float64) / temperature) @ proj
+                probs /= probs.sum(-1, keepdims=True)
+            yield Labelled(probs.astype(np.float32), tags, p1.astype(np.float32) if decode_probs else None)
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
+        """The valid-BIO Viterbi over each window's per-word log-probabilities (as ``evaluate`` scores students)."""
+        if all(t == "O" or t[:2] in ("B-", "I-") for t in self.tags):
+            return tokclf.predict(self.model, self.tokenizer, sentences, self.tags, batch_size)
+        return [lab.tags for lab in self.label([Sentence(list(s)) for s in sentences], self.labels)]  # BIOES
