@@ -17,7 +17,7 @@ def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "
                    ) -> tuple[Predictor, str, int, list[str]]:  # fmt: skip
     """A words-to-BIO-tags function for any model: (fn, kind, params, labels).
 
-    A student folder, a teacher of any kind (Flair file, transformer folder or hub name) or an export
+    A student folder, a teacher of any kind (``teacher.base.KINDS``: file, folder or hub name) or an export
     folder (scored through the torch-free runtime, as deployed).
     """
     from nerdistil.runtime import CONFIG

@@ -37,7 +37,7 @@ class Predictor:
 
             self.tagger = Tagger.load(path, threads)
             self._words_fn: Callable | None = None
-        else:  # a student folder or a Flair teacher file: PyTorch, tags without confidences
+        else:  # a student folder or a teacher of any kind: PyTorch, tags without confidences
             from nerdistil.evaluate import load_predictor
 
             self._words_fn, self.kind, _, _ = load_predictor(path, trust_teacher)

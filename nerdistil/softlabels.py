@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +81,42 @@ def join_chunks(folder: Path, labels: Sequence[str]) -> Dataset:
     return concatenate_datasets([load_from_disk(str(p)) for p in chunks])
 
 
+def batches(ds: Dataset, batch_size: int = 1024) -> Iterator[dict]:
+    """The dataset in Arrow record batches, each column unpacked once per batch, not once per row.
+
+    Yields dicts of per-row lists: ``tokens`` (lists of str), ``tags`` and ``teacher_tags`` (int64
+    arrays), ``has_gold`` (bools) and ``probs`` ((words, labels) float32 arrays, views into one buffer).
+    """
+    L = len(label_names(ds))
+    for table in ds.with_format("arrow").iter(batch_size=batch_size):
+        out = {"tokens": table.column("tokens").to_pylist(), "has_gold": table.column("has_gold").to_pylist()}
+        for name in ("tags", "teacher_tags"):
+            col = table.column(name).combine_chunks()
+            offsets = col.offsets.to_numpy()
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            out[name] = np.split(flat, offsets[1:-1] - offsets[0])
+        col = table.column("probs").combine_chunks()  # list (words) of lists (labels) of float32
+        col = getattr(col, "storage", col)  # Array2D is an Arrow extension type over that list
+        offsets = col.offsets.to_numpy()
+        flat = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, L)
+        out["probs"] = np.split(flat, offsets[1:-1] - offsets[0])
+        yield out
+
+
+def rows(ds: Dataset, batch_size: int = 1024) -> Iterator[dict]:
+    """One dict a row (the columns of ``batches``), read batch by batch."""
+    for b in batches(ds, batch_size):
+        for i in range(len(b["tokens"])):
+            yield {k: v[i] for k, v in b.items()}
+
+
 def decoded_argmax_agreement(ds: Dataset) -> float:
     """Share of words whose stored teacher tag equals the argmax of their stored soft label."""
     same = total = 0
-    for batch in ds.with_format("numpy").iter(batch_size=256):
+    for batch in batches(ds):
         for tags, probs in zip(batch["teacher_tags"], batch["probs"]):
             if len(tags):
-                same += int((np.stack(probs).argmax(-1) == np.asarray(tags)).sum())
+                same += int((probs.argmax(-1) == tags).sum())
                 total += len(tags)
     return same / max(1, total)
 
@@ -134,8 +163,9 @@ def label_names(ds: Dataset | DatasetDict) -> list[str]:
 def max_row_error(ds: Dataset) -> float:
     """Largest |sum(row) - 1| over every word of every sentence (0 for a perfect dataset)."""
     worst = 0.0
-    for batch in ds.with_format("numpy").iter(batch_size=256):
-        for probs in batch["probs"]:
-            if len(probs):
-                worst = max(worst, float(np.abs(np.asarray(probs, dtype=np.float64).sum(-1) - 1).max()))
+    for batch in batches(ds):
+        if batch["probs"]:
+            flat = np.concatenate(batch["probs"]).astype(np.float64)
+            if len(flat):
+                worst = max(worst, float(np.abs(flat.sum(-1) - 1).max()))
     return worst

@@ -55,3 +55,17 @@ def test_unknown_kind_is_a_clear_error(setup):
     tagger, labels, sents = setup
     with pytest.raises(UserError, match="posterior, flair, hard"):
         next(fl.label(tagger, sents, labels, kind="logits"))
+
+
+def test_batched_rows_equal_row_by_row_reads(tiny_teacher):
+    """``softlabels.rows`` unpacks Arrow batches once; it must give exactly what the row format gives."""
+    ds = softlabels.load(tiny_teacher / "soft_labels")
+    for split in ds:  # train, dev, test and the unlabeled split (rows without gold tags)
+        for part in (ds[split], ds[split].select(list(range(ds[split].num_rows))[::-1])):  # also an index mapping
+            fast = list(softlabels.rows(part, batch_size=3))
+            slow = list(part.with_format("numpy"))
+            assert len(fast) == len(slow) > 0
+            for a, b in zip(fast, slow):
+                assert a["tokens"] == [str(t) for t in b["tokens"]] and a["has_gold"] == b["has_gold"]
+                assert list(a["tags"]) == list(b["tags"]) and list(a["teacher_tags"]) == list(b["teacher_tags"])
+                assert a["probs"].dtype == np.float32 and np.array_equal(a["probs"], np.stack(b["probs"]))

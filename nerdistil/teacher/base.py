@@ -135,7 +135,7 @@ def load_teacher(source: str | Path, trust_teacher: bool = False, kind: str = "a
     return teacher_class(kind).load(str(source), digest)
 
 
-def trainer(kind: str = "flair"):
+def trainer(kind: str = next(iter(TRAINERS))):
     """A trainer of teachers of ``kind`` (``train(train, dev, cfg, work_dir, types)``, ``close()``)."""
     if kind not in TRAINERS:
         raise UserError(f"nerdistil trains {', '.join(TRAINERS)} teachers; train a {kind} one elsewhere "

@@ -85,9 +85,11 @@ def teacher_files(cfg: TeachConfig) -> list[str]:
 
 def decoded_f1(ds, labels: Sequence[str]) -> float:
     """Entity F1 of a stored split's teacher tags against its gold tags."""
-    ds = ds.with_format("numpy")
-    gold = [[labels[i] for i in r["tags"]] for r in ds]
-    return entity_report(gold, [[labels[i] for i in r["teacher_tags"]] for r in ds])["f1"]
+    gold, pred = [], []
+    for r in softlabels.rows(ds):
+        gold.append([labels[i] for i in r["tags"]])
+        pred.append([labels[i] for i in r["teacher_tags"]])
+    return entity_report(gold, pred)["f1"]
 
 
 def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[str, list[Sentence]],
@@ -107,7 +109,7 @@ def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[st
     elif earlier and trust.sha256(tmp / earlier["file"]) == earlier["sha256"]:
         # an interrupted run trained this member already: this run wrote the file, so it is trusted
         info = earlier
-        teacher = base.load_teacher(tmp / info["file"], trust_teacher=True, kind=info.get("kind", "flair"))
+        teacher = base.load_teacher(tmp / info["file"], trust_teacher=True, kind=info.get("kind", "auto"))
         log.info("resume: reusing trained member %d (%s)", k + 1, info["file"])
     else:
         if "dev" not in corpus:
@@ -213,7 +215,7 @@ def run_teach(cfg: TeachConfig) -> dict:
     with staging(cfg.out, cfg.overwrite, cfg.resume, inputs=inputs) as tmp:
         t0 = time.perf_counter()
         teachers, members = [], []
-        trainer = None if given else base.trainer("flair")  # frozen embeddings: later members reuse the vectors
+        trainer = None if given else base.trainer()  # frozen embeddings: later members reuse the vectors
         for k in range(n):
             teacher, info = _member(cfg, k, given, corpus, labels, tmp, trainer, folds)
             teachers.append(teacher)
@@ -298,10 +300,10 @@ def run_teach(cfg: TeachConfig) -> dict:
         for name, ds in stored.items():
             agreement[name] = softlabels.decoded_argmax_agreement(ds)
         for name in scores:  # the entity F1 of the posteriors' per-word argmax, for comparison
-            ds = stored[name].with_format("numpy")
-            argmax = [[labels[k] for k in np.stack(r["probs"]).argmax(-1)] for r in ds]
-            scores[name]["posterior_argmax_f1"] = entity_report([[labels[i] for i in r["tags"]] for r in ds],
-                                                                argmax)["f1"]  # fmt: skip
+            rs = list(softlabels.rows(stored[name]))
+            argmax = [[labels[k] for k in r["probs"].argmax(-1)] for r in rs]
+            gold = [[labels[i] for i in r["tags"]] for r in rs]
+            scores[name]["posterior_argmax_f1"] = entity_report(gold, argmax)["f1"]
         if "train" in stored:  # how closely the stored train labels follow the gold tags the teacher trained on
             report["train_fit_f1"] = decoded_f1(stored["train"], labels)
         decoding = "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
