@@ -5,7 +5,8 @@ Shapes: N positions (already flattened and masked by the caller or via ``mask``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,14 +35,16 @@ def weighted_ce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     return nll / keep.sum()
 
 
-def kd_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 2.0,
+def kd_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
           mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """T^2 * KL(teacher || softmax(student / T)), averaged over the masked positions.
 
     Args:
         student_logits: (N, K) raw student scores.
         teacher_probs: (N, K) teacher distribution, already at temperature T (e.g. CRF posteriors of scores / T).
-        temperature: T; the T^2 factor keeps gradient size comparable across temperatures (Hinton et al.).
+        temperature: T, required: it must be the one ``teacher_probs`` were made at (no default to
+            silently disagree with the soft labels). The T^2 factor keeps gradient size comparable
+            across temperatures (Hinton et al.).
         mask: (N,) bool, positions that carry a teacher distribution (default: all).
     """
     if mask is not None:
@@ -100,46 +103,80 @@ def reweight_soft(probs: torch.Tensor, weight: torch.Tensor, temperature: float 
     return torch.where(total > 0, shifted / total.clamp_min(1e-30), probs)
 
 
+@dataclass(frozen=True)
+class NerBatch:
+    """What an NER loss term sees: one batch flattened to N positions, and the run's settings."""
+
+    logits: torch.Tensor  # (N, K) student token logits
+    labels: torch.Tensor  # (N,) gold ids, -100 where there is none
+    soft: torch.Tensor  # (N, K) teacher probabilities
+    soft_mask: torch.Tensor  # (N,) bool, positions carrying a teacher distribution
+    temperature: float  # T of the soft labels
+    weight: torch.Tensor | None = None  # (K,) class weights of the CE term
+    kd_weight: torch.Tensor | None = None  # (K,) class weights of the KD targets
+
+
+def ce_term(b: NerBatch) -> torch.Tensor:
+    """Class-weighted cross-entropy against the gold tags."""
+    return weighted_ce(b.logits, b.labels, b.weight)
+
+
+def kd_term(b: NerBatch) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T) at the positions with a teacher distribution.
+
+    With ``kd_weight`` the teacher's distribution is reweighted to p_k * w_k^(1/T), renormalised
+    (``reweight_soft``): the target whose optimum shifts the student's T = 1 decisions by w, as
+    class-weighted CE does for gold tags.
+    """
+    target = b.soft if b.kd_weight is None else reweight_soft(b.soft, b.kd_weight, b.temperature)
+    return kd_kl(b.logits, target, b.temperature, b.soft_mask)
+
+
+# The NER loss's named terms: a new term is one function of a NerBatch plus one entry here
+# (and a weight under its name, e.g. from a config field).
+NER_TERMS: dict[str, Callable[[NerBatch], torch.Tensor]] = {"ce": ce_term, "kd": kd_term}
+
+
 def ner_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     soft: torch.Tensor,
     soft_mask: torch.Tensor,
-    alpha_ce: float,
-    alpha_kd: float,
+    *,
+    weights: Mapping[str, float],
     temperature: float,
     weight: torch.Tensor | None = None,
     kd_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """alpha_ce * CE_w(student, gold) + alpha_kd * T^2 * KL(teacher_T || student_T).
+    """Weighted sum of named terms, e.g. alpha_ce * CE_w(student, gold) + alpha_kd * T^2 * KL(teacher_T || student_T).
 
     Args:
         logits: (B, T, K) student token logits.
         labels: (B, T) gold ids, -100 where there is none (padding, later subwords, unlabeled text).
         soft: (B, T, K) teacher probabilities.
         soft_mask: (B, T) bool, positions carrying a teacher distribution.
-        alpha_ce: weight of the gold cross-entropy (0 skips it).
-        alpha_kd: weight of the distillation term (0 skips it).
-        temperature: T of the KD term.
+        weights: weight by term name (``NER_TERMS``), e.g. ``{"ce": 0.5, "kd": 2}``; a term with
+            weight 0 (or absent) is not computed.
+        temperature: T of the soft labels (the KD term and its target reweighting).
         weight: (K,) class weights for the CE term, or None.
-        kd_weight: (K,) class weights for the KD term, or None. The teacher's distribution is
-            reweighted to p_k * w_k^(1/T), renormalised (``reweight_soft``): the target whose optimum
-            shifts the student's T = 1 decisions by w, as class-weighted CE does for gold tags.
+        kd_weight: (K,) class weights for the KD term's targets, or None (see ``kd_term``).
 
     Returns:
-        (total, {"ce": ..., "kd": ...}) with the parts as floats for logging.
+        (total, {name: value}) for the computed terms, the parts as floats for logging.
+
+    Raises:
+        ValueError: a name in ``weights`` that is not in ``NER_TERMS``.
     """
+    unknown = sorted(set(weights) - set(NER_TERMS))
+    if unknown:
+        raise ValueError(f"unknown NER loss term(s) {unknown}; known: {sorted(NER_TERMS)}")
     K = logits.shape[-1]
-    flat = logits.reshape(-1, K)
+    batch = NerBatch(logits.reshape(-1, K), labels.reshape(-1), soft.reshape(-1, K), soft_mask.reshape(-1),
+                     temperature, weight, kd_weight)  # fmt: skip
     parts: dict[str, torch.Tensor] = {}
     total = logits.new_zeros(())
-    if alpha_ce:
-        parts["ce"] = weighted_ce(flat, labels.reshape(-1), weight)
-        total = total + alpha_ce * parts["ce"]
-    if alpha_kd:
-        target = soft.reshape(-1, K)
-        if kd_weight is not None:
-            target = reweight_soft(target, kd_weight, temperature)
-        parts["kd"] = kd_kl(flat, target, temperature, soft_mask.reshape(-1))
-        total = total + alpha_kd * parts["kd"]
+    for name, alpha in weights.items():
+        if alpha:
+            parts[name] = NER_TERMS[name](batch)
+            total = total + alpha * parts[name]
     return total, {k: float(v.detach()) for k, v in parts.items()}

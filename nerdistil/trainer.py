@@ -18,8 +18,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -31,9 +32,12 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
-    """Optimiser and schedule of the student loop."""
+    """Optimiser, schedule and model selection of the one training loop.
+
+    Keyword-only; a command builds it from its config with ``TrainConfig.from_config(cfg, ...)``.
+    """
 
     epochs: int = 8
     lr: float = 5e-5
@@ -48,6 +52,24 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: at epoch ends only)
     metric: str = "f1"  # logged as eval/<metric>
     maximize: bool = True  # False for metrics where lower is better (perplexity)
+
+    @classmethod
+    def from_config(cls, cfg: object, **overrides: Any) -> TrainConfig:
+        """The loop's settings read from a command's config (``StudentConfig``, ``LMConfig``...).
+
+        Every field is taken from the attribute of the same name on ``cfg``; ``overrides`` set
+        fields the config lacks (or replace ones it has). A field found in neither keeps its
+        default here.
+
+        Raises:
+            TypeError: an override that is not a field of TrainConfig.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"TrainConfig has no field(s) {unknown}; fields: {names}")
+        values = {name: getattr(cfg, name) for name in names if hasattr(cfg, name)}
+        return cls(**{**values, **overrides})
 
 
 @dataclass

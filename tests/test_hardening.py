@@ -250,7 +250,8 @@ def test_a_non_finite_loss_stops_training(tmp_path):
     model = torch.nn.Linear(2, 2)
     sampler = trainer.EpochBatchSampler([1] * 4, 2, True, 0)
     loader = torch.utils.data.DataLoader([torch.ones(2)] * 4, batch_sampler=sampler)
-    cfg = trainer.TrainConfig(2, 1e-3, 0.0, 1e-8, 0.0, 1.0, 1, 0, 0, "no", 0)
+    cfg = trainer.TrainConfig(epochs=2, lr=1e-3, weight_decay=0.0, adam_eps=1e-8, warmup=0.0, max_grad_norm=1.0,
+                              grad_accum=1, patience=0, seed=0, mixed_precision="no", checkpoint_every=0)  # fmt: skip
 
     def loss_fn(m, batch):
         return m(batch).sum() * float("nan"), {}

@@ -134,6 +134,26 @@ def test_lm_loss_parts_and_identity(tiny_mlm):
     assert set(only) == {"mlm"}
 
 
+def test_train_config_from_the_command_configs():
+    from nerdistil import trainer
+    from nerdistil.config import LMConfig, StudentConfig
+
+    lm = LMConfig(epochs=2, lr=1e-4, grad_accum=4, checkpoint_every=7)
+    got = trainer.TrainConfig.from_config(lm, metric="perplexity", maximize=False)
+    assert got == trainer.TrainConfig(epochs=2, lr=1e-4, weight_decay=0.01, adam_eps=1e-6, warmup=0.05,
+                                      max_grad_norm=5.0, grad_accum=4, patience=0, seed=13, mixed_precision="no",
+                                      checkpoint_every=7, metric="perplexity", maximize=False)  # fmt: skip
+    st = StudentConfig(epochs=3, patience=1, seed=5, mixed_precision="bf16")
+    got = trainer.TrainConfig.from_config(st, adam_eps=1e-8, grad_accum=1)
+    assert got == trainer.TrainConfig(epochs=3, lr=5e-5, weight_decay=0.01, adam_eps=1e-8, warmup=0.05,
+                                      max_grad_norm=1.0, grad_accum=1, patience=1, seed=5, mixed_precision="bf16",
+                                      checkpoint_every=0, metric="f1", maximize=True)  # fmt: skip
+    with pytest.raises(TypeError, match="no field"):
+        trainer.TrainConfig.from_config(st, adam_epsilon=1e-8)
+    with pytest.raises(TypeError):
+        trainer.TrainConfig(3, 1e-3)  # keyword-only
+
+
 def test_mismatched_students_are_clear_errors(tiny_mlm):
     from transformers import BertConfig, BertForMaskedLM
 

@@ -194,7 +194,8 @@ def test_ner_loss_combines_parts():
     logits, labels, soft, soft_mask = _batch()
     logits.requires_grad_(True)
     weight = torch.tensor([0.5, 1.0, 2.0])
-    total, parts = ner_loss(logits, labels, soft, soft_mask, alpha_ce=0.3, alpha_kd=0.7, temperature=2.0, weight=weight)
+    total, parts = ner_loss(logits, labels, soft, soft_mask, weights={"ce": 0.3, "kd": 0.7}, temperature=2.0,
+                            weight=weight)  # fmt: skip
     assert set(parts) == {"ce", "kd"}
     assert all(isinstance(v, float) for v in parts.values())
 
@@ -221,17 +222,40 @@ def test_ner_loss_combines_parts():
 def test_ner_loss_no_kd_key_when_alpha_kd_zero():
     logits, labels, soft, soft_mask = _batch(1)
     logits.requires_grad_(True)
-    total, parts = ner_loss(logits, labels, soft, soft_mask, alpha_ce=1.0, alpha_kd=0.0, temperature=2.0)
+    total, parts = ner_loss(logits, labels, soft, soft_mask, weights={"ce": 1.0, "kd": 0.0}, temperature=2.0)
     assert set(parts) == {"ce"}
     assert total.item() == pytest.approx(parts["ce"], rel=1e-6)
     total.backward()
     assert logits.grad.abs().sum() > 0
 
 
+def test_ner_loss_unknown_term_is_a_value_error():
+    logits, labels, soft, soft_mask = _batch(1)
+    with pytest.raises(ValueError, match="unknown NER loss term.*'kld'"):
+        ner_loss(logits, labels, soft, soft_mask, weights={"ce": 1.0, "kld": 1.0}, temperature=1.0)
+
+
+def test_ner_loss_new_term_is_one_function_and_one_entry(monkeypatch):
+    from nerdistil import losses
+
+    logits, labels, soft, soft_mask = _batch(4)
+    monkeypatch.setitem(losses.NER_TERMS, "l2", lambda b: (b.logits**2).mean())
+    total, parts = ner_loss(logits, labels, soft, soft_mask, weights={"ce": 0.5, "l2": 0.1}, temperature=1.0)
+    assert set(parts) == {"ce", "l2"}
+    assert parts["l2"] == pytest.approx(float((logits**2).mean()), rel=1e-6)
+    assert total.item() == pytest.approx(0.5 * parts["ce"] + 0.1 * parts["l2"], rel=1e-6)
+
+
+def test_kd_kl_has_no_default_temperature():
+    import inspect
+
+    assert inspect.signature(kd_kl).parameters["temperature"].default is inspect.Parameter.empty
+
+
 def test_ner_loss_kd_only():
     logits, labels, soft, soft_mask = _batch(2)
     logits.requires_grad_(True)
-    total, parts = ner_loss(logits, labels, soft, soft_mask, alpha_ce=0.0, alpha_kd=1.0, temperature=1.0)
+    total, parts = ner_loss(logits, labels, soft, soft_mask, weights={"ce": 0.0, "kd": 1.0}, temperature=1.0)
     assert set(parts) == {"kd"}
     assert total.item() == pytest.approx(parts["kd"], rel=1e-6)
     total.backward()
@@ -257,9 +281,9 @@ def test_ner_loss_kd_class_weights_use_the_reweighted_targets():
 
     logits, labels, soft, soft_mask = _batch(3)
     w = torch.tensor([0.5, 1.0, 3.0])
-    _, parts = ner_loss(logits, labels, soft, soft_mask, 0.0, 1.0, 2.0, kd_weight=w)
+    _, parts = ner_loss(logits, labels, soft, soft_mask, weights={"kd": 1.0}, temperature=2.0, kd_weight=w)
     target = reweight_soft(soft.reshape(-1, 3), w, 2.0)
     expected = _kd_expected(logits.reshape(-1, 3).tolist(), target.tolist(), 2.0, soft_mask.reshape(-1).tolist())
     assert parts["kd"] == pytest.approx(expected, rel=1e-5)
-    _, plain = ner_loss(logits, labels, soft, soft_mask, 0.0, 1.0, 2.0)
+    _, plain = ner_loss(logits, labels, soft, soft_mask, weights={"kd": 1.0}, temperature=2.0)
     assert plain["kd"] != pytest.approx(parts["kd"])

@@ -100,7 +100,8 @@ def collator(tokenizer, mlm_probability: float = 0.15, seed: int | None = None):
     return collate
 
 
-def lm_loss(student, batch: dict, teacher=None, alphas: dict | None = None, temperature: float = 2.0):
+def lm_loss(student, batch: dict, teacher=None, alphas: dict | None = None,
+            temperature: float = LMConfig.temperature):  # fmt: skip
     """DistilBERT's objective: alpha_ce * T^2 KL + alpha_mlm * MLM + alpha_mse * MSE + alpha_cos * cosine.
 
     KL and MSE compare logits at the masked positions; the cosine loss compares last hidden states
@@ -201,9 +202,7 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
         if held_out
         else None
     )
-    tcfg = trainer.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup, cfg.max_grad_norm,
-                                 cfg.grad_accum, cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every,
-                                 "perplexity", maximize=False)  # fmt: skip
+    tcfg = trainer.TrainConfig.from_config(cfg, metric="perplexity", maximize=False)
     acc = trainer.make_accelerator(tcfg)
     inputs = [cfg.corpus, cfg.eval_corpus, cfg.teacher, cfg.model, cfg.student]
     with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:

@@ -111,6 +111,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     data = StudentData(cfg, distil)
     labels, label2id = data.labels, {label: i for i, label in enumerate(data.labels)}
     alpha_ce, alpha_kd = (cfg.alpha_ce, cfg.alpha_kd) if distil else (1.0, 0.0)
+    loss_weights = {"ce": alpha_ce, "kd": alpha_kd}  # ner_loss's named terms (weight 0: not computed)
     temperature = cfg.temperature or data.temperature or 1.0  # 1: the documented default
     if distil and data.temperature and cfg.temperature and abs(cfg.temperature - data.temperature) > 1e-9:
         log.warning("student temperature %s differs from the soft labels' %s", cfg.temperature, data.temperature)
@@ -129,8 +130,8 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         w = None if weight is None else weight.to(out.logits.device)
-        return ner_loss(out.logits, batch["labels"], batch["soft"], batch["soft_mask"], alpha_ce, alpha_kd,
-                        temperature, w, w if cfg.kd_class_weights else None)  # fmt: skip
+        return ner_loss(out.logits, batch["labels"], batch["soft"], batch["soft_mask"], weights=loss_weights,
+                        temperature=temperature, weight=w, kd_weight=w if cfg.kd_class_weights else None)  # fmt: skip
 
     def score(m: torch.nn.Module, part: str) -> dict:
         sents = data.evals[part]
@@ -138,8 +139,8 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
                                                             max_length=cfg.max_length))  # fmt: skip
 
     dev_f1 = (lambda m: score(m, "dev")["f1"]) if "dev" in data.evals else None
-    tcfg = trainer.TrainConfig(cfg.epochs, cfg.lr, cfg.weight_decay, 1e-8, cfg.warmup, cfg.max_grad_norm, 1,
-                                 cfg.patience, cfg.seed, cfg.mixed_precision, cfg.checkpoint_every)  # fmt: skip
+    # StudentConfig has no adam_eps or grad_accum: the student loop's are fixed
+    tcfg = trainer.TrainConfig.from_config(cfg, adam_eps=1e-8, grad_accum=1, metric="f1", maximize=True)
     acc = trainer.make_accelerator(tcfg)
     with staging(cfg.out, cfg.overwrite, cfg.resume, main=acc.is_main_process, inputs=inputs) as tmp:
         model, result = trainer.train(model, train_loader, loss_fn, tcfg, dev_f1, tmp / "tensorboard", acc,

@@ -82,9 +82,9 @@ class Teacher(ABC):
     @classmethod
     def label_group(cls, teachers: Sequence[Teacher], batch: Sequence[Sentence], subsets: Sequence[Sequence[int]],
                     corpus_labels: Sequence[str], temperature: float, kind: str,
-                    decode_probs: bool) -> list[list[Labelled]]:  # fmt: skip
+                    decode_probs: bool, batch_size: int = 32) -> list[list[Labelled]]:  # fmt: skip
         """Teacher k labels ``batch[i]`` for i in ``subsets[k]`` (teachers of one kind with one share key)."""
-        return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs))
+        return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs, batch_size))
                 for t, sub in zip(teachers, subsets)]  # fmt: skip
 
     def check_kind(self, kind: str) -> None:
@@ -107,7 +107,8 @@ def detect_kind(source: str | Path) -> str:
     if path.is_dir():
         if (path / "config.json").is_file():
             return "transformer"
-        raise UserError("not a model folder (no config.json); give a student, a token-classifier folder or a Flair .pt file", path)
+        raise UserError("not a model folder (no config.json); give a student, a token-classifier folder or a "
+                        "Flair .pt file", path)  # fmt: skip
     first = Path(str(source)).parts[0] if str(source) else ""
     if str(source).startswith((".", "/", "~")) or str(source).endswith(".pt") or (first and Path(first).is_dir()):
         raise UserError("no such model file or folder; give a Flair .pt file, a model folder or a hub name", source)

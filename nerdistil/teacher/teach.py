@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
-import os
 import shutil
-import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-
-import numpy as np
-from tqdm.auto import tqdm
 
 from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
@@ -26,7 +20,8 @@ from nerdistil.metrics import entity_report, full_report
 from nerdistil.runio import check_out, staging, versions, write_config, write_json
 from nerdistil.teacher import base
 from nerdistil.teacher.crf import tag_projection
-from nerdistil.teacher.ensemble import TeacherRow, label_stream, train_folds
+from nerdistil.teacher.ensemble import train_folds
+from nerdistil.teacher.labelling import Procs, check_reusable_labels, check_rows, fault, label_split
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -68,12 +63,6 @@ def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator[Sen
             yield Sentence(tokens, None, lineno)
     if not seen:
         raise UserError("the unlabeled-text file holds no tweets", path)
-
-
-def _fault(var: str, count: int) -> None:
-    """Fault injection for the resume tests: SIGKILL this process when ``$var`` equals ``count``."""
-    if os.environ.get(var) == str(count):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def teacher_files(cfg: TeachConfig) -> list[str]:
@@ -133,56 +122,12 @@ def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[st
         teacher.identity = {"kind": teacher.kind, "source": name, "sha256": info["sha256"]}
         done.parent.mkdir(exist_ok=True)
         write_json(done, info)
-        _fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
+        fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
     tag_projection(teacher.tags, labels)  # a label set mismatch fails now, before any labelling
     teacher.check_kind(cfg.soft_labels)
     info["tags"] = teacher.tags
     info["params"] = teacher.params
     return teacher, info
-
-
-ROW_SUM_TOLERANCE = 1e-4
-
-
-def check_finite(row: TeacherRow, split: str, cfg: TeachConfig) -> None:
-    """Stop at the first sentence whose soft labels hold NaN or inf: garbage must not become a finished run."""
-    if not np.isfinite(row.probs).all():
-        where = f"line {row.sentence.line} of " if row.sentence.line else ""
-        raise UserError(f"the teacher's soft labels are not finite (NaN or inf) for the sentence at {where}the "
-                        f"{split} split (temperature {cfg.temperature}); use a temperature nearer 1")  # fmt: skip
-
-
-def check_rows(max_error: float, cfg: TeachConfig) -> None:
-    """Every stored row must be a distribution: a failed check is an error, not a warning on a finished run."""
-    if not max_error <= ROW_SUM_TOLERANCE:  # also catches NaN
-        raise UserError(
-            f"soft-label check failed: a stored row sums to 1 +- {max_error:.2e} (tolerance "
-            f"{ROW_SUM_TOLERANCE:.0e}) at temperature {cfg.temperature}; use a temperature nearer 1"
-        )
-
-
-def _check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict]) -> None:
-    """Keep an interrupted run's labelled chunks only if they came from the same inputs and teachers."""
-    corpus = Path(cfg.corpus)
-    inputs = {
-        "teachers": [m["sha256"] for m in members],
-        "temperature": cfg.temperature,
-        "soft_labels": cfg.soft_labels,
-        "label_chunk": cfg.label_chunk,
-        "pretokenized": cfg.pretokenized,
-        "cross_fit": cfg.cross_fit,
-        "files": {
-            str(p): trust.sha256(p)
-            for p in [corpus / f"{s}.txt" for s in SPLITS] + ([Path(cfg.unlabeled)] if cfg.unlabeled else [])
-            if p.is_file()
-        },  # fmt: skip
-    }
-    stamp = folder / "inputs.json"
-    if folder.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != inputs):
-        log.warning("resume: the inputs or teachers changed since the interrupted run; labelling afresh")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, inputs)
 
 
 def run_teach(cfg: TeachConfig) -> dict:
@@ -196,7 +141,6 @@ def run_teach(cfg: TeachConfig) -> dict:
     check_out(cfg.out, inputs, cfg.overwrite)  # before any work: never replace what nerdistil did not write
     corpus = read_corpus(cfg)
     labels = bio_labels(entity_types(s for part in corpus.values() for s in part))
-    label2id = {label: i for i, label in enumerate(labels)}
     if cfg.unlabeled:
         # fails now (missing, not UTF-8, empty), before any training
         next(read_unlabeled(cfg.unlabeled, cfg.pretokenized))
@@ -209,10 +153,19 @@ def run_teach(cfg: TeachConfig) -> dict:
         raise UserError("--cross-fit trains the ensemble's members on train folds: it needs --ensemble 2 or more "
                         "and no --teacher files")  # fmt: skip
     folds = train_folds(len(corpus["train"]), n, cfg.seed) if cfg.cross_fit else None
+    procs = Procs.from_env()
+    if cfg.label_batch_size is None:  # big batches where a GPU has room for them
+        import torch
+
+        cfg = dataclasses.replace(cfg, label_batch_size=256 if torch.cuda.is_available() else 32)
+    if procs.world > 1 and not given:
+        raise UserError("under torchrun, teach labels with given teachers: train the teacher in one process, then "
+                        "pass it with --teacher")  # fmt: skip
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "cross_fit": cfg.cross_fit,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
-    with staging(cfg.out, cfg.overwrite, cfg.resume, inputs=inputs) as tmp:
+    with staging(cfg.out, cfg.overwrite, cfg.resume, main=procs.rank == 0, inputs=inputs) as tmp:
+        procs.barrier()  # the first process made the staging folder
         t0 = time.perf_counter()
         teachers, members = [], []
         trainer = None if given else base.trainer()  # frozen embeddings: later members reuse the vectors
@@ -241,50 +194,22 @@ def run_teach(cfg: TeachConfig) -> dict:
         scores, reused = {}, 0
         for m in members:
             m["scores"] = {}
-        _check_reusable_labels(cfg, tmp / "labels", members)
+        if procs.rank == 0:
+            check_reusable_labels(cfg, tmp / "labels", members, [Path(cfg.corpus) / f"{s}.txt" for s in SPLITS]
+                                  + ([Path(cfg.unlabeled)] if cfg.unlabeled else []))  # fmt: skip
+        procs.barrier()  # the first process has cleared stale chunks
         for name, sents in parts.items():
-            scored = name in ("dev", "test")  # small gold splits: always labelled afresh, then scored
-            folder = tmp / "labels" / name
-            if scored:
-                shutil.rmtree(folder, ignore_errors=True)
-            gold, pred, member_pred = [], [], [[] for _ in teachers]
-            stream = iter(sents)
-            bar = tqdm(total=totals[name], desc=f"labelling {name}" + (f" ({n} members)" if n > 1 else ""),
-                       unit=" sentences")  # fmt: skip
-            try:  # the bar ends its line before an error is printed
-                for c in itertools.count():
-                    chunk = list(itertools.islice(stream, cfg.label_chunk))
-                    if not chunk:
-                        break
-                    done = folder / f"{c:06d}"
-                    if done.is_dir():  # labelled before an interruption: reuse, do not recompute
-                        reused += 1
-                        bar.update(len(chunk))
-                        continue
-                    rows = []
-                    held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
-                    if folds is not None and name == "train":
-                        held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
-                    for lab in label_stream(teachers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
-                                            held_out):  # fmt: skip
-                        check_finite(lab, name, cfg)
-                        rows.append(
-                            softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id)
-                        )
-                        if scored:
-                            gold.append(lab.sentence.tags)
-                            pred.append(lab.tags)
-                            for k, tags in enumerate(lab.member_tags):
-                                member_pred[k].append(tags)
-                        bar.update(1)
-                    softlabels.save_chunk(rows, labels, done)
-                    _fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
-            finally:
-                bar.close()
-            if scored:
-                scores[name] = full_report(gold, pred)
-                for m, mp in zip(members, member_pred):
-                    m["scores"][name] = entity_report(gold, mp)["f1"]
+            if name in ("dev", "test") and procs.rank != 0:
+                continue  # small gold splits: labelled whole by the first process, then scored
+            out = label_split(name, sents, totals[name], teachers, labels, tmp / "labels" / name, cfg, folds, procs)
+            reused += out.reused
+            if out.gold:
+                scores[name] = full_report(out.gold, out.pred)
+                for m, mp in zip(members, out.member_pred):
+                    m["scores"][name] = entity_report(out.gold, mp)["f1"]
+        procs.barrier()  # every process has written its chunks
+        if procs.rank != 0:
+            return {}  # the first process joins the chunks in input order and writes the run
         if reused:
             log.info("resume: reused %d labelled chunks", reused)
         data = {name: softlabels.join_chunks(tmp / "labels" / name, labels) for name in parts}

@@ -134,14 +134,15 @@ class FlairTeacher(Teacher):
         return share_embeddings([t.tagger for t in teachers])  # type: ignore[attr-defined]
 
     @classmethod
-    def label_group(cls, teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs):
+    def label_group(cls, teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs, batch_size=32):
         """Members sharing an encoder embed each sentence once: one set of Flair sentences for all."""
         if len(teachers) == 1:
-            return super().label_group(teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs)
+            return super().label_group(teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs,
+                                       batch_size)  # fmt: skip
         shared = to_flair(Sentence(s.tokens) for s in batch)
         try:
             return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs,
-                                 flair_sentences=[shared[i] for i in sub]))
+                                 batch_size, flair_sentences=[shared[i] for i in sub]))
                     for t, sub in zip(teachers, subsets)]  # fmt: skip
         finally:
             for s in shared:
