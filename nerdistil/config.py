@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -59,6 +60,7 @@ class TeachConfig:
     pretokenized: bool = False  # unlabeled lines are space-separated words (data augment's output), not raw tweets
     shard_size: str = "200MB"  # largest soft-label shard on disk
     label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
+    label_batch_size: int | None = None  # sentences a teacher's forward pass takes at once (None: 32 CPU, 256 GPU)
     resume: bool = False  # continue an interrupted run: reuse its trained members and labelled chunks
     seed: int = 13
     overwrite: bool = False
@@ -99,8 +101,8 @@ def _type_name(hint: Any) -> str:
 
 
 # Ranges of numeric settings, by field name, checked where they enter (config file and flags alike).
-_AT_LEAST_1 = {"epochs", "batch_size", "ensemble", "hidden_size", "label_chunk", "grad_accum", "max_length",
-               "student_layers"}  # fmt: skip
+_AT_LEAST_1 = {"epochs", "batch_size", "ensemble", "hidden_size", "label_chunk", "label_batch_size", "grad_accum",
+               "max_length", "student_layers"}  # fmt: skip
 _AT_LEAST_0 = {"patience", "checkpoint_every", "prune_heads", "augment_copies"}
 _POSITIVE = {"temperature", "lr", "learning_rate", "fine_tune_lr", "adam_eps"}
 _NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse", "alpha_cos", "class_weight_power",
@@ -138,8 +140,13 @@ def _range_error(cls: type, name: str, value: Any) -> str | None:
     return None
 
 
-def _build(cls: type[T], values: dict[str, Any], source: str, flags: frozenset[str] = frozenset(),
+def _build(cls: type[T], values: dict[str, Any], source: str, flags: Mapping[str, str] | None = None,
            prefix: str = "") -> T:  # fmt: skip
+    """``cls`` from ``values``, type and range checked.
+
+    ``flags`` maps dotted keys set on the command line to the flag that set them: errors name it, not the file.
+    """
+    flags = flags or {}
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = get_type_hints(cls)
     unknown = sorted(set(values) - set(names))
@@ -148,7 +155,7 @@ def _build(cls: type[T], values: dict[str, Any], source: str, flags: frozenset[s
     kwargs = {}
     for key, value in values.items():
         dotted = prefix + key
-        shown = f"--{dotted.replace('_', '-')}" if dotted in flags else dotted
+        shown = flags.get(dotted, dotted)
         where = None if dotted in flags else source  # a flag's error names the flag, not the file
         sub = names[key].default_factory  # type: ignore[misc]
         if dataclasses.is_dataclass(sub):
@@ -166,10 +173,12 @@ def _build(cls: type[T], values: dict[str, Any], source: str, flags: frozenset[s
     return cls(**kwargs)
 
 
-def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[str, Any] | None = None) -> T:
-    """Build ``cls`` from the YAML file (its ``section`` if present), then apply non-None overrides.
+def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[str, Any] | None = None,
+         sets: Sequence[str] = (), flags: Mapping[str, str] | None = None) -> T:  # fmt: skip
+    """Build ``cls`` from the YAML file (its ``section`` if present), then ``sets``, then non-None overrides.
 
-    Override keys may be dotted (``data.repair_tags``).
+    ``sets`` are ``--set KEY=VALUE`` items (see :func:`parse_sets`). Override keys may be dotted
+    (``data.repair_tags``); ``flags`` names the flag each came from, for errors (default ``--key``).
     """
     values: dict[str, Any] = {}
     source = str(path) if path else "command line"
@@ -192,16 +201,62 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
             values = {}
         else:  # a flat file for this one command
             values = dict(loaded)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    shown: dict[str, str] = {}
+    given = {**parse_sets(cls, section, sets, shown),
+             **{k: v for k, v in (overrides or {}).items() if v is not None}}  # fmt: skip
+    for key, value in given.items():
         target = values
         *parents, leaf = key.split(".")
         for part in parents:
-            target = target.setdefault(part, {})
+            if not isinstance(target.setdefault(part, {}), dict):
+                raise UserError(f"{part} must be a mapping of keys to values, got {target[part]!r}", source)
+            target = target[part]
         target[leaf] = value
-    flags = frozenset(k for k, v in (overrides or {}).items() if v is not None)
-    return _build(cls, values, source, flags)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            shown[key] = (flags or {}).get(key, f"--{key.replace('_', '-')}")
+    return _build(cls, values, source, shown)
+
+
+def parse_sets(cls: type, section: str, items: Sequence[str], shown: dict[str, str] | None = None) -> dict[str, Any]:
+    """spaCy-style ``KEY=VALUE`` overrides -> ``{dotted key: value}``; the value is read as YAML.
+
+    KEY is a field of ``cls``, dotted into nested sections (``data.repair_tags``), optionally led by
+    the command's own section (``distil.alpha_kd``). An unknown key or another command's section is a
+    one-line error naming the key. ``shown`` collects, per key, how errors name it (``--set distil.alpha_kd``).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise UserError(f"--set takes KEY=VALUE, like --set {section}.epochs=3; got {item!r}")
+        parts = name.replace("-", "_").split(".")
+        if parts[0] in SECTIONS:
+            if parts[0] != section:
+                raise UserError(f"--set {name}: {parts[0]} is another command's section; here use {section}.KEY "
+                                "or KEY")  # fmt: skip
+            parts = parts[1:]
+        if not parts or not all(parts):
+            raise UserError(f"--set {name}: no key there; use {section}.KEY=VALUE or KEY=VALUE")
+        kind: Any = cls
+        for i, part in enumerate(parts):
+            fields = {f.name: f for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else {}
+            if not fields:
+                raise UserError(f"--set {name}: {'.'.join(parts[:i])} is a value, it has no keys")
+            if part not in fields:
+                where = f"{section}.{'.'.join(parts[:i])}" if i else section
+                raise UserError(f"--set {name}: unknown key {part!r} in {where}; valid keys: {sorted(fields)}")
+            kind = fields[part].default_factory
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {name}: {text!r} is not a YAML value ({getattr(e, 'problem', e)})") from None
+        key = ".".join(parts)
+        out[key] = value
+        if shown is not None:
+            shown[key] = f"--set {name}"
+    return out
 
 
 @dataclass

@@ -201,7 +201,8 @@ def run_teach(cfg: TeachConfig) -> dict:
         for name, sents in parts.items():
             if name in ("dev", "test") and procs.rank != 0:
                 continue  # small gold splits: labelled whole by the first process, then scored
-            out = label_split(name, sents, totals[name], teachers, labels, tmp / "labels" / name, cfg, folds, procs)
+            share = Procs() if name in ("dev", "test") else procs  # gold splits: every chunk, one process
+            out = label_split(name, sents, totals[name], teachers, labels, tmp / "labels" / name, cfg, folds, share)
             reused += out.reused
             if out.gold:
                 scores[name] = full_report(out.gold, out.pred)
@@ -219,6 +220,7 @@ def run_teach(cfg: TeachConfig) -> dict:
         softlabels.save(data, tmp / "soft_labels", meta, cfg.shard_size)
         shutil.rmtree(tmp / "labels", ignore_errors=True)
         report["label_seconds"] = round(time.perf_counter() - t1, 1)
+        report["processes"] = procs.world  # torchrun: labelling shared out chunk by chunk
 
         stored = softlabels.load(tmp / "soft_labels")
         agreement = {}

@@ -1,0 +1,202 @@
+"""What the commands print: one function per report kind, rich tables on stdout.
+
+The commands in ``nerdistil.cli`` run the work and hand its report here; nothing in this module
+computes anything but the text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+
+
+def _wide(width: int) -> Console:
+    """A console that does not squeeze a wide table when stdout is a file or a pipe."""
+    return Console(width=None if console.is_terminal else width)
+
+
+def _table(title: str, columns: tuple[str, ...], justify: str = "right") -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    return table
+
+
+def wnut16(out_dir: Path, counts: dict[str, int]) -> None:
+    """``data wnut16``: the tweets per split written."""
+    console.print(f"wrote {out_dir}: " + ", ".join(f"{k} {v} tweets" for k, v in counts.items()), soft_wrap=True)
+
+
+def augment(out_file: Path, made: int, gold: int) -> None:
+    """``data augment``: how many transfer tweets were made."""
+    console.print(f"wrote {out_file}: {made} transfer tweets from {gold} gold ones", soft_wrap=True)
+
+
+def teach(out: str, report: dict) -> None:
+    """``teach``: the teacher's scores per split, its ensemble members and the soft-label check."""
+    table = _table(f"teacher: {out}", ("split", "sentences", "entity F1", "precision", "recall",
+                                       "F1 (posterior argmax)"))  # fmt: skip
+    for name, n in report["soft_labels"]["splits"].items():
+        s = report["scores"].get(name)
+        if s:
+            table.add_row(name, str(n), f"{s['f1']:.4f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}",
+                          f"{s['posterior_argmax_f1']:.4f}")  # fmt: skip
+        else:
+            table.add_row(name, str(n), "-", "-", "-", "-")
+    console.print(table)
+    if len(report["members"]) > 1:
+        nan = float("nan")
+        each = [f"{m['file']}: dev {m['scores'].get('dev', nan):.4f}, test {m['scores'].get('test', nan):.4f}"
+                for m in report["members"]]  # fmt: skip
+        console.print("members (entity F1): " + "; ".join(each) + " -- the table scores their averaged posteriors",
+                      soft_wrap=True)  # fmt: skip
+    err = report["soft_labels"]["max_row_sum_error"]
+    status = "OK" if err < 1e-4 else "FAILED"
+    console.print(f"soft-label check {status}: every stored row sums to 1 (max |sum - 1| = {err:.2e}); "
+                  f"train {report['train_seconds']} s, labelling {report['label_seconds']} s")  # fmt: skip
+
+
+def student(out: str, report: dict) -> None:
+    """``distil`` / ``finetune``: the student's dev/test scores, size and training time."""
+    table = _table(f"{report['mode']}: {out}", ("split", "entity F1", "precision", "recall", "strict F1"))
+    for part, s in report["scores"].items():
+        table.add_row(part, f"{s['f1']:.4f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['strict']['f1']:.4f}")
+    console.print(table)
+    console.print(
+        f"{report['params'] / 1e6:.1f}M parameters, {report['student_layers']} layers, best epoch "
+        f"{report['best_epoch']}, {report['train_seconds']} s of training"
+    )
+
+
+def evaluate(model: Path, corpus: Path, report: dict) -> None:
+    """``evaluate``: precision, recall and F1 per type, averaged, strict; teacher agreement if asked."""
+    table = _table(f"{model} on {corpus} ({report['n_sentences']} sentences, {report['n_words']} words)",
+                   ("type", "precision", "recall", "F1", "support"))  # fmt: skip
+    for name, s in sorted(report["per_type"].items()):
+        table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]))
+    table.add_section()
+    table.add_row("micro", f"{report['precision']:.4f}", f"{report['recall']:.4f}", f"{report['f1']:.4f}", "")
+    table.add_row("macro", "", "", f"{report['macro_f1']:.4f}", "")
+    table.add_row("weighted", "", "", f"{report['weighted_f1']:.4f}", "")
+    st = report["strict"]
+    table.add_row("micro (strict IOB2)", f"{st['precision']:.4f}", f"{st['recall']:.4f}", f"{st['f1']:.4f}", "")
+    console.print(table)
+    if "teacher_agreement" in report:
+        a = report["teacher_agreement"]
+        console.print(
+            f"word-level agreement with the teacher: {a['word_agreement']:.4f} (teacher F1 {a['teacher_f1']:.4f})"
+        )
+
+
+def export(student: Path, out: Path, meta: dict) -> None:
+    """``export``: every candidate graph against the PyTorch student, and the gate's decision."""
+    gate = meta["gate"]
+    table = _table(f"export {student} -> {out} (gate: {gate['sentences']} sentences of {gate['corpus']})",
+                   ("graph", "entity F1", "F1 - PyTorch F1", "95% CI of the difference", "word agreement",
+                    "p50 ms (batch 1)", "MB"))  # fmt: skip
+    table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-")
+    for c in gate["candidates"]:
+        lo, hi = c["ci95"]
+        table.add_row(c["name"] + (" (kept)" if c["name"] == gate["chosen"] else ""), f"{c['f1']:.4f}",
+                      f"{-c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", f"{c['word_agreement']:.4f}",
+                      f"{c['p50_ms_batch1']:.2f}", f"{c['mb']:.1f}")  # fmt: skip
+    console.print(table)
+    console.print(f"decision: {gate['decision']}", soft_wrap=True)
+
+
+def predict(output: Path | None, stats: dict) -> None:
+    """``predict``: throughput, when the tags went to a file (stdout holds the tags otherwise)."""
+    if output is not None:
+        console.print(f"predict: {stats['lines']} lines, {stats['words']} words in {stats['seconds']:.1f} s "
+                      f"({stats['lines_per_s'] or 0:.0f} lines/s, {stats['model_kind']}) -> {output}")  # fmt: skip
+
+
+def run(config: Path, summary: dict) -> None:
+    """``run``: the lm-eval tables if any, then one row per trained model."""
+    if summary.get("lm_eval"):
+        lm_eval(summary["lm_eval"])
+    lm = any("perplexity" in r for r in summary["rows"])
+    cols = ("model", "parameters", "held-out perplexity", "train time") if lm else (
+        "model", "parameters", "dev F1", "test F1", "train time")  # fmt: skip
+    table = _table(f"nerdistil run {config} ({summary['seconds']:.0f} s)", cols)
+    f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in summary["rows"]:
+        params = f"{r['params'] / 1e6:.1f}M" if r["params"] else "-"
+        secs = f"{r['train_seconds']:.0f} s" if r["train_seconds"] else "-"
+        scores = [f(r.get("perplexity"), 2)] if lm else [f(r["dev_f1"]), f(r["test_f1"])]
+        table.add_row(r["model"], params, *scores, secs)
+    console.print(table)
+
+
+def bench(report: dict, n_sentences: int, threads: int) -> None:
+    """``bench-latency``: one row per model, backend, padding and batch size."""
+    table = _table(f"bench-latency: {n_sentences} sentences, {threads} threads, end to end (tokenize + forward + "
+                   "decode)", ("model", "backend", "padding", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms",
+                               "sent/s", "words/s", "params", "disk MB", "peak RSS MB", "speed-up", "F1"))  # fmt: skip
+    for r in report["results"]:
+        table.add_row(r["model"], r["backend"], r["padding"], str(r["batch_size"]), f"{r['p50_ms']:.2f}",
+                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}", f"{r['sentences_per_s']:.1f}",
+                      f"{r['words_per_s']:.0f}", f"{r['params'] / 1e6:.1f}M", f"{r['disk_mb']:.1f}",
+                      f"{r['peak_rss_mb']:.0f}",
+                      "-" if r["speedup_vs_teacher"] is None else f"{r['speedup_vs_teacher']:.2f}x",
+                      "-" if r["f1"] is None else f"{r['f1']:.4f}")  # fmt: skip
+    _wide(220).print(table)
+
+
+def preprocess(input_file: Path, output_file: Path, stats) -> None:
+    """``preprocess``: characters and tweets each cleaning step removed."""
+    table = Table(title=f"preprocess {input_file} -> {output_file}")
+    table.add_column("step")
+    table.add_column("characters removed", justify="right")
+    table.add_column("tweets removed", justify="right")
+    for name, n in stats.chars_removed.items():
+        table.add_row(name, str(n), "")
+    for name, n in stats.tweets_removed.items():
+        table.add_row(name, "", str(n))
+    table.add_section()
+    table.add_row("in -> out", f"{stats.chars_in} -> {stats.chars_out}", f"{stats.tweets_in} -> {stats.tweets_out}")
+    console.print(table)
+
+
+def lm(out: str, report: dict) -> None:
+    """``lm-distil`` / ``lm-finetune``: size, steps, time and held-out perplexity before and after."""
+    held = report["held_out"]
+    console.print(
+        f"{report['mode']}: {out}: layers {report['layers']}, {report['params'] / 1e6:.1f}M parameters, "
+        f"{report['steps']} steps in {report['train_seconds']} s"
+        + (f"; held-out perplexity {held['perplexity_before']:.2f} -> {held['perplexity']:.2f}" if held else "")
+    )
+
+
+def lm_eval(report: dict) -> None:
+    """``lm-eval``: perplexity, nearest-neighbour and neighbour-overlap tables."""
+    models, k = report["models"], report["k"]
+    wide = _wide(200)
+    if report["perplexity"]:
+        t = Table(title=f"held-out perplexity (mask seed {report['mask_seed']})")
+        t.add_column("model")
+        t.add_column("perplexity", justify="right")
+        t.add_column("masked tokens", justify="right")
+        for m in models:
+            t.add_row(m, f"{report['perplexity'][m]:.2f}", str(report["masked_tokens"][m]))
+        wide.print(t)
+    for w in report["words"]:
+        t = Table(title=f"nearest neighbours of {w!r}")
+        t.add_column("rank", justify="right")
+        for m in models:
+            t.add_column(m)
+        for r in range(k):
+            nbs = (report["neighbours"][m][w] for m in models)
+            t.add_row(str(r + 1), *[f"{nb[r][0]} ({nb[r][1]:.2f})" if r < len(nb) else "" for nb in nbs])
+        wide.print(t)
+    if report["overlap"]:
+        t = Table(title=f"mean top-{k} neighbour overlap over {len(report['words'])} words")
+        t.add_column("models")
+        t.add_column("overlap", justify="right")
+        for pair, v in report["overlap"].items():
+            t.add_row(pair, f"{v:.1f}%")
+        wide.print(t)

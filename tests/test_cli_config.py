@@ -1,0 +1,173 @@
+"""Options -> config: the one generic flag path, spaCy-style --set overrides, and the order file < --set < flag."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from nerdistil import config as cfgmod
+from nerdistil.errors import UserError
+
+
+def one_line_error(code: int, err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("nerdistil: error:")]
+    assert code == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+class Captured(UserError):
+    pass
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the commands' run_* with one that keeps the config it was given and stops (exit 2)."""
+    import nerdistil.lm.train
+    import nerdistil.student.distil
+    import nerdistil.teacher.teach
+
+    seen = []
+
+    def keep(cfg, *_):
+        seen.append(cfg)
+        raise Captured("captured")
+
+    for module, name in ((nerdistil.teacher.teach, "run_teach"), (nerdistil.student.distil, "run_student"),
+                         (nerdistil.lm.train, "run_lm")):  # fmt: skip
+        monkeypatch.setattr(module, name, keep)
+    return seen
+
+
+def test_set_parses_yaml_values_into_the_dataclass():
+    cfg = cfgmod.load(cfgmod.StudentConfig, None, "distil", {},
+                      ["distil.alpha_kd=2.5", "data.repair_tags=true", "temperature=null", "epochs=3",
+                       "student-layers=2"])  # fmt: skip
+    assert cfg.alpha_kd == 2.5 and isinstance(cfg.alpha_kd, float)
+    assert cfg.data.repair_tags is True and cfg.temperature is None and cfg.epochs == 3 and cfg.student_layers == 2
+    teach = cfgmod.load(cfgmod.TeachConfig, None, "teach", {}, ["teach.data.repair_tags=true", "teacher=[a.pt, b]"])
+    assert teach.data.repair_tags is True and teach.teacher == ["a.pt", "b"]
+    lm = cfgmod.load(cfgmod.LMConfig, None, "lm_distil", {}, ["lm-distil.alpha_cos=0", "student_layers=0,2"])
+    assert lm.alpha_cos == 0.0 and lm.student_layers == "0,2"
+
+
+def test_order_is_file_then_set_then_flag(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"distil": {"epochs": 5, "lr": 1e-4, "data": {"token_col": 1}}}))
+    cfg = cfgmod.load(cfgmod.StudentConfig, cfg_file, "distil", {}, ["epochs=6", "data.repair_tags=true"])
+    assert (cfg.epochs, cfg.lr, cfg.data.token_col, cfg.data.repair_tags) == (6, 1e-4, 1, True)
+    cfg = cfgmod.load(cfgmod.StudentConfig, cfg_file, "distil", {"epochs": 7, "seed": None}, ["epochs=6"])
+    assert cfg.epochs == 7 and cfg.seed == 13  # a None override sets nothing
+
+
+@pytest.mark.parametrize("item,needle", [
+    ("bogus=1", "--set bogus: unknown key 'bogus'"),
+    ("distil.bogus=1", "--set distil.bogus: unknown key 'bogus'"),
+    ("data.bogus=1", "--set data.bogus: unknown key 'bogus' in distil.data"),
+    ("teach.epochs=3", "--set teach.epochs: teach is another command's section"),
+    ("epochs.x=3", "--set epochs.x: epochs is a value"),
+    ("epochs", "--set takes KEY=VALUE"),
+    ("distil=3", "--set distil: no key there"),
+    ("data..x=3", "--set data..x: no key there"),
+    ("epochs=abc", "--set epochs must be a whole number, got 'abc'"),
+    ("distil.alpha_kd=-1", "--set distil.alpha_kd must be 0 or more"),
+    ("lr=[1", "--set lr: '[1' is not a YAML value"),
+])  # fmt: skip
+def test_bad_set_items_name_the_key(item, needle):
+    with pytest.raises(UserError) as e:
+        cfgmod.load(cfgmod.StudentConfig, None, "distil", {}, [item])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_flags_fill_the_config_through_one_path(cli, captured, corpus_dir, tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"teach": {"epochs": 4, "hidden_size": 64, "cross_fit": True}}))
+    code, _, err = cli("teach", "--config", cfg_file, "--corpus", corpus_dir, "--out", tmp_path / "o", "--teacher",
+                       "a.pt", "--teacher", "org/model", "--teacher-kind", "transformer", "--repair-tags",
+                       "--set", "hidden_size=32", "--set", "teach.epochs=9", "--epochs", "2")  # fmt: skip
+    assert "captured" in one_line_error(code, err)
+    (cfg,) = captured
+    assert cfg.corpus == str(corpus_dir) and cfg.out == str(tmp_path / "o") and isinstance(cfg.out, str)
+    assert cfg.teacher == ["a.pt", "org/model"] and cfg.teacher_kind == "transformer"
+    assert cfg.data.repair_tags is True  # --repair-tags: the one teach option with another field name
+    assert cfg.hidden_size == 32 and cfg.epochs == 2  # --set beats the file, a flag beats --set
+    assert cfg.cross_fit is True and cfg.resume is False  # options not given leave the file's values alone
+
+
+def test_student_and_lm_flags(cli, captured, corpus_dir, tmp_path):
+    code, _, err = cli("distil", "--soft-labels", tmp_path, "--out", tmp_path / "s", "--no-kd-class-weights",
+                       "--no-group-by-length", "--label-all-subwords", "--set", "kd_class_weights=true",
+                       "--set", "distil.alpha_kd=1.5", "--set", "max_length=64")  # fmt: skip
+    assert "captured" in one_line_error(code, err)
+    code, _, err = cli("lm-finetune", "--model", "minilm", "--corpus", corpus_dir / "train.txt", "--out",
+                       tmp_path / "m", "--set", "lm_finetune.mlm_probability=0.3", "--lr", "1e-4")  # fmt: skip
+    assert "captured" in one_line_error(code, err)
+    student, lm = captured
+    assert student.kd_class_weights is False and student.group_by_length is False and student.label_all_subwords
+    assert student.alpha_kd == 1.5 and student.max_length == 64 and student.soft_labels == str(tmp_path)
+    assert lm.model == "minilm" and lm.mlm_probability == 0.3 and lm.lr == 1e-4 and lm.corpus.endswith("train.txt")
+
+
+BAD = [
+    ("teach", ["--set", "bogus=1"], "--set bogus: unknown key 'bogus'"),
+    ("teach", ["--set", "distil.epochs=1"], "--set distil.epochs: distil is another command's section"),
+    ("teach", ["--set", "teach.data.repair_tags=maybe"], "--set teach.data.repair_tags must be true or false"),
+    ("distil", ["--set", "alpha_kd=abc"], "--set alpha_kd must be a number, got 'abc'"),
+    ("finetune", ["--set", "finetune.epochs=0"], "--set finetune.epochs must be at least 1"),
+    ("lm-distil", ["--set", "lm_distil.nope=1"], "--set lm_distil.nope: unknown key 'nope'"),
+    ("lm-finetune", ["--set", "temperature=-2"], "--set temperature must be greater than 0"),
+    ("teach", ["--set", "epochs=3", "--epochs", "0"], "--epochs must be at least 1"),  # the flag wins, and is named
+    ("distil", ["--no-kd-class-weights", "--alpha-kd", "-1"], "--alpha-kd must be 0 or more"),
+    ("teach", ["--teacher-kind", "crf"], "--teacher-kind must be one of auto, flair, transformer"),
+]
+
+
+@pytest.mark.parametrize("command,args,needle", BAD, ids=[" ".join([c, *a]) for c, a, _ in BAD])
+def test_bad_overrides_are_one_line_before_any_work(command, args, needle, cli, captured, corpus_dir, tmp_path):
+    code, _, err = cli(command, "--corpus", corpus_dir, "--out", tmp_path / "o", *args)
+    assert needle in one_line_error(code, err)
+    assert captured == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_flag_that_is_not_a_number_names_the_flag(cli, tmp_path):
+    code, _, err = cli("distil", "--out", tmp_path / "o", "--epochs", "abc")
+    assert code == 2 and "--epochs" in err  # typer parses it: its error names the flag
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_set_reaches_the_resolved_config_of_a_run(cli, tiny_teacher, corpus_dir, tmp_path):
+    out = tmp_path / "t"
+    code, stdout, err = cli("teach", "--corpus", corpus_dir, "--out", out, "--teacher", tiny_teacher / "teacher.pt",
+                            "--set", "teach.temperature=2", "--set", "label_chunk=7")  # fmt: skip
+    assert code == 0, err
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["temperature"] == 2.0 and resolved["label_chunk"] == 7
+    assert "soft-label check OK" in stdout
+
+
+def test_help_documents_set_and_teacher_kinds(cli):
+    def help_text(command: str) -> str:
+        code, stdout, _ = cli(command, "--help")
+        assert code == 0
+        return " ".join(stdout.replace("│", " ").split())  # the words, whatever the terminal's width
+
+    for command in ("teach", "distil", "finetune", "lm-distil", "lm-finetune"):
+        assert "--set KEY=VALUE" in help_text(command) and "distil.alpha_kd=2" in help_text(command)
+    assert "--teacher-kind" in help_text("teach") and "token-classifier folder" in help_text("teach")
+    for command in ("evaluate", "predict", "bench-latency"):
+        assert "token-classifier folder or a hub name" in help_text(command), command
+
+
+def test_every_command_option_is_a_config_field():
+    """The generic path maps option names to fields: an option without a field would be an unknown key."""
+    import typer.main
+
+    from nerdistil.cli import app
+
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}  # type: ignore[attr-defined]
+    for name, cls in (("teach", cfgmod.TeachConfig), ("distil", cfgmod.StudentConfig),
+                      ("finetune", cfgmod.StudentConfig), ("lm-distil", cfgmod.LMConfig),
+                      ("lm-finetune", cfgmod.LMConfig)):  # fmt: skip
+        fields = {f.name for f in dataclasses.fields(cls)} | {"repair_tags"}
+        options = {p.name for p in commands[name].params} - {"config", "sets", "help"}
+        assert options <= fields, (name, options - fields)
