@@ -49,6 +49,7 @@ class TrainConfig:
     patience: int = 3  # epochs without dev improvement before stopping (0: never stop early)
     seed: int = 13
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (Accelerate)
+    device: str = "auto"  # "auto" (Accelerate's choice: a GPU when there is one), "cpu" or "cuda"
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: at epoch ends only)
     metric: str = "f1"  # logged as eval/<metric>
     maximize: bool = True  # False for metrics where lower is better (perplexity)
@@ -171,9 +172,33 @@ def make_accelerator(cfg: TrainConfig):
     """
     from accelerate import Accelerator
 
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: this machine has no CUDA GPU that torch can use; use --device cpu")
     cpu_parallel = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=cpu_parallel, mixed_precision=cfg.mixed_precision,
+    return Accelerator(cpu=cpu_parallel or cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                        gradient_accumulation_steps=cfg.grad_accum)  # fmt: skip
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: this process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(name)
+
+
+def device_name(device: torch.device | str) -> str:
+    """What a report says about where a run ran: the GPU's name, or the CPU's."""
+    import platform
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

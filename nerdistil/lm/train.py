@@ -240,6 +240,9 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
             },  # fmt: skip
             "seed": cfg.seed,
             "processes": acc.num_processes,
+            "device": str(acc.device),
+            "device_name": trainer.device_name(acc.device),
+            "mixed_precision": cfg.mixed_precision,
             "environment": versions(),
         }
         write_model_run(tmp, student, tokenizer, cfg, report)

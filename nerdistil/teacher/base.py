@@ -70,6 +70,10 @@ class Teacher(ABC):
         """The BIO labels of the entity types this teacher knows."""
         return bio_labels({split_tag(t)[1] for t in self.tags if t not in SPECIAL_TAGS} - {None})
 
+    def to(self, device) -> Teacher:
+        """Move the model to a torch device (labelling then runs there, one transfer of results a batch)."""
+        return self
+
     def share_key(self) -> object:
         """Teachers with equal keys share an encoder and are labelled together (``label_group``)."""
         return id(self)
@@ -130,10 +134,11 @@ def check_teacher(source: str | Path, trust_teacher: bool = False, kind: str = "
     return kind, digest
 
 
-def load_teacher(source: str | Path, trust_teacher: bool = False, kind: str = "auto") -> Teacher:
+def load_teacher(source: str | Path, trust_teacher: bool = False, kind: str = "auto", device=None) -> Teacher:
     """The one way to load a teacher of any kind: detect the kind, check trust (pickles only), load."""
     kind, digest = check_teacher(source, trust_teacher, kind)
-    return teacher_class(kind).load(str(source), digest)
+    teacher = teacher_class(kind).load(str(source), digest)
+    return teacher if device is None else teacher.to(device)
 
 
 def trainer(kind: str = next(iter(TRAINERS))):

@@ -60,6 +60,11 @@ class TransformerTeacher(Teacher):
                             "hub name you can reach") from None  # fmt: skip
         return cls(model, tokenizer, {"kind": cls.kind, "source": source, "sha256": None})
 
+    def to(self, device) -> TransformerTeacher:
+        """The model on ``device``; ``tokclf`` feeds each batch there and brings the logits back once."""
+        self.model.to(device)
+        return self
+
     def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
               kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
               ) -> Iterator[Labelled]:  # fmt: skip
