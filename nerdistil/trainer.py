@@ -191,6 +191,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def where(acc, mixed_precision: str) -> dict:
+    """The report's record of where a run trained: processes, device, its name, precision."""
+    return {"processes": acc.num_processes, "device": str(acc.device), "device_name": device_name(acc.device),
+            "mixed_precision": mixed_precision}  # fmt: skip
+
+
 def device_name(device: torch.device | str) -> str:
     """What a report says about where a run ran: the GPU's name, or the CPU's."""
     import platform

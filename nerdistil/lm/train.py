@@ -239,10 +239,7 @@ def run_lm(cfg: LMConfig, distil: bool) -> dict:
                 "mask_seed": cfg.eval_seed,
             },  # fmt: skip
             "seed": cfg.seed,
-            "processes": acc.num_processes,
-            "device": str(acc.device),
-            "device_name": trainer.device_name(acc.device),
-            "mixed_precision": cfg.mixed_precision,
+            **trainer.where(acc, cfg.mixed_precision),
             "environment": versions(),
         }
         write_model_run(tmp, student, tokenizer, cfg, report)

@@ -171,10 +171,7 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "history": result.history,
             "scores": {part: score(model, part) for part in data.evals},
             "seed": cfg.seed,
-            "processes": acc.num_processes,
-            "device": str(acc.device),
-            "device_name": trainer.device_name(acc.device),
-            "mixed_precision": cfg.mixed_precision,
+            **trainer.where(acc, cfg.mixed_precision),
             "environment": versions(),
         }
         write_model_run(tmp, model, tokenizer, cfg, report)
