@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 Predictor = Callable[[Sequence[Sequence[str]]], list[list[str]]]
 
 
-def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "auto",
+def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "auto", device: str = "auto",
                    ) -> tuple[Predictor, str, int, list[str]]:  # fmt: skip
     """A words-to-BIO-tags function for any model: (fn, kind, params, labels).
 
@@ -30,17 +30,18 @@ def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "
 
         return (lambda sents: tagger.decode(sents)[0]), "export", graph_params(model), list(tagger.labels)
     from nerdistil.teacher.base import load_teacher
+    from nerdistil.trainer import resolve_device
 
-    teacher = load_teacher(model, trust_teacher, kind)
+    teacher = load_teacher(model, trust_teacher, kind, resolve_device(device))
     return teacher.predict, teacher.kind, teacher.params, teacher.labels
 
 
 def run_evaluate(model: str | Path, corpus: str | Path, teacher: str | Path | None = None,
-                 trust_teacher: bool = False, **read_kwargs) -> dict:  # fmt: skip
+                 trust_teacher: bool = False, device: str = "auto", **read_kwargs) -> dict:  # fmt: skip
     """Score ``model`` on the gold tags of ``corpus``; with ``teacher`` add word-level agreement."""
     sents = read_conll(corpus, **read_kwargs)
     words = [s.tokens for s in sents]
-    fn, kind, params, labels = load_predictor(model, trust_teacher)
+    fn, kind, params, labels = load_predictor(model, trust_teacher, device=device)
     known = {split_tag(t)[1] for t in labels}
     unknown = sorted({split_tag(t)[1] for s in sents for t in s.tags} - known - {None})
     if unknown:  # scored as misses: say so rather than let a low recall speak for itself
@@ -52,7 +53,7 @@ def run_evaluate(model: str | Path, corpus: str | Path, teacher: str | Path | No
     report.update({"model": str(model), "kind": kind, "params": params, "corpus": str(corpus),
                    "unknown_gold_types": unknown})  # fmt: skip
     if teacher is not None:
-        tfn, _, _, _ = load_predictor(teacher, trust_teacher)
+        tfn, _, _, _ = load_predictor(teacher, trust_teacher, device=device)
         tpred = tfn(words)
         same = sum(a == b for p, q in zip(pred, tpred) for a, b in zip(p, q))
         report["teacher_agreement"] = {

@@ -29,7 +29,8 @@ INPUT_FORMATS = ("tweets", "conll")
 class Predictor:
     """Words or raw tweets -> per-item dicts, the same shape for every kind of model."""
 
-    def __init__(self, model: str | Path, trust_teacher: bool = False, threads: int | None = None) -> None:
+    def __init__(self, model: str | Path, trust_teacher: bool = False, threads: int | None = None,
+                 device: str = "auto") -> None:  # fmt: skip
         path = Path(model)
         self.kind = "export" if (path / CONFIG).is_file() else None
         if self.kind == "export":
@@ -40,7 +41,7 @@ class Predictor:
         else:  # a student folder or a teacher of any kind: PyTorch, tags without confidences
             from nerdistil.evaluate import load_predictor
 
-            self._words_fn, self.kind, _, _ = load_predictor(path, trust_teacher)
+            self._words_fn, self.kind, _, _ = load_predictor(path, trust_teacher, device=device)
 
     def tag_words(self, sentences: Sequence[Sequence[str]], batch_size: int) -> list[dict]:
         """Per sentence of words: words, tags, scores (None without an export) and entities by word index."""
@@ -94,7 +95,7 @@ def _write(f, item: dict, line: int, fmt: str) -> None:
 
 def run_predict(model: str | Path, input_file: str | Path, output: str | Path | None = None, fmt: str = "jsonl",
                 input_format: str = "tweets", batch_size: int = 32, buffer: int = 4096, trust_teacher: bool = False,
-                threads: int | None = None) -> dict:  # fmt: skip
+                threads: int | None = None, device: str = "auto") -> dict:  # fmt: skip
     """Tag every line of ``input_file`` into ``output`` (stdout if None); returns counts and throughput."""
     from nerdistil.runio import check_file_out
 
@@ -109,7 +110,7 @@ def run_predict(model: str | Path, input_file: str | Path, output: str | Path | 
     if not path.is_file():
         raise UserError("no such input file" if not path.is_dir() else "is a folder; pass a file", path)
     check_file_out(output, [input_file, model])
-    predictor = Predictor(model, trust_teacher, threads)
+    predictor = Predictor(model, trust_teacher, threads, device)
     tmp = None if output is None else Path(output).with_name(Path(output).name + ".partial")
     n = words = 0
     t0 = time.perf_counter()
