@@ -273,6 +273,74 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
             "repeats": repeats, "warmup_batches": warmup}  # fmt: skip
 
 
+def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_sizes: str = "1,8,32",
+                      threads: int | None = None, padding: str = "dynamic", onnx: bool = False, repeats: int = 3,
+                      warmup: int = 5, max_sentences: int | None = None, trust_teacher: bool = False,
+                      json_out: Path | None = None, plot_out: Path | None = None) -> dict:  # fmt: skip
+    """``bench-latency``: check every input first, then time the teacher and each student (see :func:`run_bench`).
+
+    ``batch_sizes`` and ``padding`` are the comma-separated flag values; a `nerdistil export` folder is
+    timed as deployed, a student folder through PyTorch at each padding and, with ``onnx``, through a
+    temporary ONNX fp32 and int8 export. Writes ``json_out`` and ``plot_out`` if given; returns the report.
+    """
+    import tempfile
+
+    import torch
+
+    from nerdistil.data.conll import read_conll
+    from nerdistil.runio import check_file_out, write_json
+    from nerdistil.runtime import CONFIG
+    from nerdistil.teacher.base import check_teacher
+    from nerdistil.tokclf import check_folder
+
+    check_teacher(teacher, trust_teacher)
+    check_file_out(json_out, [teacher, corpus, *students])
+    check_file_out(plot_out, [teacher, corpus, *students])
+    for name, value, least in (("--threads", threads, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{name} must be at least {least}, got {value}")
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        paddings = [p.strip() for p in padding.split(",") if p.strip()]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(batch_sizes)
+        for p in paddings:
+            if p != "dynamic" and not (p.startswith("fixed:") and int(p.split(":")[1]) > 0):
+                raise ValueError(p)
+    except ValueError:
+        raise UserError("--batch-sizes takes integers of at least 1 like 1,8,32, and --padding dynamic or fixed:N"
+                        ) from None  # fmt: skip
+    exports = {s for s in students if (s / CONFIG).is_file()}  # `nerdistil export` folders: timed as deployed
+    for s in [s for s in students if s not in exports]:  # a broken folder fails here, in one line, not when timed
+        check_folder(s)
+    first = ""
+    if corpus.is_file():  # one or two columns? sniffed leniently; read_conll reports undecodable bytes by line
+        with open(corpus, encoding="utf-8-sig", errors="replace") as f:
+            first = next((ln for ln in f if ln.strip()), "")
+    sents = read_conll(corpus, tag_col=None if len(first.split()) < 2 else -1)
+    if max_sentences is not None and max_sentences < 1:
+        raise UserError("--max-sentences must be at least 1")
+    sents = sents[:max_sentences]
+    words, gold = [s.tokens for s in sents], [s.tags for s in sents] if sents[0].tags is not None else None
+    specs = [Spec(f"teacher:{teacher.name}", str(teacher), "teacher")]
+    names = [s.name if [x.name for x in students].count(s.name) == 1 else str(s) for s in students]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, s in zip(names, students):
+            if s in exports:
+                specs.append(Spec(name, str(s), "student", "export"))
+                continue
+            specs += [Spec(name, str(s), "student", "pytorch", p) for p in paddings]
+            if onnx:
+                d = export_onnx(str(s), Path(tmp) / name)
+                specs += [Spec(name, str(s), "student", b, "dynamic", str(d)) for b in ("onnx", "onnx-int8")]
+        report = run_bench(specs, words, gold, sizes, threads or torch.get_num_threads(), repeats, warmup)
+    if json_out:
+        write_json(json_out, report)
+    if plot_out:
+        plot(report, plot_out)
+    return report
+
+
 def plot(report: dict, path: str | Path) -> None:
     """p50 latency per batch against batch size, one line per model/backend/padding (log-log)."""
     import matplotlib

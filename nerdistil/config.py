@@ -1,7 +1,8 @@
-"""One dataclass per command; YAML files in configs/ fill them, CLI flags override the file.
+"""Loading and checking the commands' configs (the dataclasses live in ``nerdistil.settings``).
 
-A config file is either flat (``epochs: 20``) or holds one section per command
-(``teach: {epochs: 20}``), so one file can drive ``nerdistil run``.
+YAML files in configs/ fill them, ``--set`` items override the file, CLI flags override both. A config
+file is either flat (``epochs: 20``) or holds one section per command (``teach: {epochs: 20}``), so one
+file can drive ``nerdistil run``.
 """
 
 from __future__ import annotations
@@ -10,61 +11,18 @@ import dataclasses
 import math
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from nerdistil.errors import UserError
+from nerdistil.settings import DataConfig, LMConfig, StudentConfig, TeachConfig
+
+__all__ = ["DataConfig", "LMConfig", "SECTIONS", "StudentConfig", "TeachConfig", "load", "parse_sets"]
 
 T = TypeVar("T")
 SECTIONS = {"run", "teach", "finetune", "distil", "lm_finetune", "lm_distil", "lm_eval"}
-
-
-@dataclass
-class DataConfig:
-    """Where the corpus comes from and how its files are read."""
-
-    token_col: int = 0
-    tag_col: int = -1
-    scheme: str = "auto"
-    repair_tags: bool = False
-
-
-@dataclass
-class TeachConfig:
-    """``nerdistil teach``: train or load a Flair teacher and write soft labels."""
-
-    corpus: str = "data/wnut16"
-    out: str = "runs/teacher"
-    teacher: str | list[str] | None = None  # existing teacher(s): Flair file, transformer folder or hub name
-    teacher_kind: str = "auto"  # auto (a file is Flair, a folder or hub name a transformer), flair, transformer
-    trust_teacher: bool = False  # load a --teacher file nerdistil did not write (it is a pickle: runs code)
-    embeddings: str = "minilm"  # comma-separated, stacked: minilm, minilm-all, minilm-ft, chars, onehot, PATH@all...
-    ensemble: int = 1  # train N taggers (seeds seed..seed+N-1) and average their CRF posteriors
-    # with ensemble N >= 2: member k trains without train fold k and alone labels it (held-out soft labels on train)
-    cross_fit: bool = False
-    epochs: int = 20
-    hidden_size: int = 256
-    learning_rate: float = 0.1  # SGD, Flair's recipe for taggers on frozen embeddings
-    fine_tune_lr: float = 5e-5  # AdamW, used instead when the embeddings are fine-tuned (minilm-ft)
-    word_dropout: float = 0.05  # Flair's defaults for its NER taggers
-    locked_dropout: float = 0.5
-    batch_size: int = 32
-    patience: int = 3
-    # T = 1: chosen on dev (benchmarks/RESULTS.md, evidence table): T = 2 posteriors cost the student 4 dev F1
-    temperature: float = 1.0
-    soft_labels: str = "posterior"  # posterior (CRF forward-backward), flair (Flair's all-class scores) or hard
-    unlabeled: str | None = None  # raw tweets (one a line), streamed through the teacher into Arrow shards
-    pretokenized: bool = False  # unlabeled lines are space-separated words (data augment's output), not raw tweets
-    shard_size: str = "200MB"  # largest soft-label shard on disk
-    label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
-    label_batch_size: int | None = None  # sentences a teacher's forward pass takes at once (None: 32 CPU, 256 GPU)
-    resume: bool = False  # continue an interrupted run: reuse its trained members and labelled chunks
-    seed: int = 13
-    overwrite: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
 
 
 def _is(kind: type, value: Any) -> bool:
@@ -257,74 +215,3 @@ def parse_sets(cls: type, section: str, items: Sequence[str], shown: dict[str, s
         if shown is not None:
             shown[key] = f"--set {name}"
     return out
-
-
-@dataclass
-class StudentConfig:
-    """``nerdistil distil`` / ``finetune``: train a transformer token classifier (finetune: alpha_kd = 0)."""
-
-    out: str = "runs/student"
-    soft_labels: str | None = None  # a teach output folder (or its soft_labels/); distil needs it
-    corpus: str | None = None  # a CoNLL folder (train/dev/test); finetune needs it unless soft_labels is given
-    student: str = "minilm"  # the bundled MiniLM-L6, a hub name (distilroberta-base) or a folder
-    student_layers: int | None = None  # keep K evenly spaced layers of the pretrained student
-    epochs: int = 8
-    batch_size: int = 16
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    max_grad_norm: float = 1.0
-    patience: int = 3
-    seed: int = 13
-    mixed_precision: str = "no"
-    alpha_ce: float = 0.5
-    alpha_kd: float = 2.0
-    temperature: float | None = None  # None: the temperature the soft labels were made at
-    class_weight_power: float = 0.5  # balanced class weights ** power (0: unweighted, 1: fully balanced)
-    kd_class_weights: bool = False  # reweight the teacher's targets by the class weights too (p_k * w_k^(1/T))
-    label_all_subwords: bool = False
-    max_length: int | None = None  # None: the tokenizer's limit (max 512); longer sentences are windowed
-    group_by_length: bool = True  # batches of similar-length windows: less padding, faster epochs
-    unlabeled: bool = True  # distil also on the soft labels' teacher-only "unlabeled" split, if any
-    teacher_only_ratio: float | None = None  # share of each batch from teacher-only sentences (None: mixed freely)
-    min_confidence: float = 0.0  # teacher-only words whose teacher max probability is below this get no KD target
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (always at epoch ends)
-    resume: bool = False  # continue an interrupted run from its last checkpoint
-    overwrite: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-
-
-@dataclass
-class LMConfig:
-    """``nerdistil lm-distil`` / ``lm-finetune``: masked-LM distillation or adaptation (DistilBERT's recipe)."""
-
-    corpus: str = "data/tweets.txt"  # raw tweets, one a line (or a CoNLL file, sentences joined)
-    out: str = "runs/lm"
-    teacher: str | None = None  # lm-distil: the masked-LM teacher (hub name, folder, or minilm)
-    model: str | None = None  # lm-finetune: the masked LM to adapt
-    student: str | None = None  # lm-distil: a given student MLM with the teacher's vocabulary...
-    student_layers: str | None = None  # ...or these teacher layers, e.g. "0,2,5" (embeddings and LM head copied)
-    prune_heads: int = 0  # prune this many least important heads per layer (see nerdistil.layers.head_importance)
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_mse: float = 0.0
-    alpha_cos: float = 1.0
-    temperature: float = 2.0
-    mlm_probability: float = 0.15
-    max_length: int = 128
-    epochs: int = 3
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-6
-    warmup: float = 0.05
-    max_grad_norm: float = 5.0
-    patience: int = 0  # 0: train every epoch (steps must match between compared runs)
-    eval_corpus: str | None = None  # held-out tweets: perplexity after every epoch and at the end
-    eval_seed: int = 0  # masking seed of held-out perplexity: same masks for every model
-    seed: int = 13
-    mixed_precision: str = "no"
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (always at epoch ends)
-    resume: bool = False  # continue an interrupted run from its last checkpoint
-    overwrite: bool = False

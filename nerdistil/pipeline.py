@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,17 +36,28 @@ class RunConfig:
     overwrite: bool = False
 
 
-def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
+def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] = ()) -> dict:
     """Run every stage of the config; returns the summary (also written to OUT/summary.json).
 
     NER stages (teach, finetune, distil) run when any of their sections is present; the
-    language-model stages (lm_finetune, lm_distil, lm_eval) when theirs are.
+    language-model stages (lm_finetune, lm_distil, lm_eval) when theirs are. ``sets`` are
+    ``--set SECTION.KEY=VALUE`` items: each goes to its section as if the file held it.
     """
-    run = cfgmod.load(RunConfig, path, "run")
+    by_section = _route_sets(sets)
+    run = cfgmod.load(RunConfig, path, "run", sets=by_section.get("run", ()))
     raw = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(raw) - cfgmod.SECTIONS
     if unknown:
         raise UserError(f"unknown section(s) {sorted(unknown)}; use {sorted(cfgmod.SECTIONS)}", path)
+    for section, items in by_section.items():  # a section given a --set takes part, as if it were in the file
+        raw[section] = raw.get(section) or {}
+        if section == "lm_eval":  # no dataclass: its three keys are read from the mapping
+            for item in items:
+                name, _, text = item.partition("=")
+                key = name.strip().split(".", 1)[1]
+                if key not in ("models", "words", "corpus"):
+                    raise UserError(f"--set {name.strip()}: lm_eval takes models, words or corpus")
+                raw[section][key] = _yaml_value(name.strip(), text)
     overwrite = overwrite or run.overwrite
     out = Path(run.out)
     corpus = Path(run.corpus)
@@ -69,9 +81,9 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
     rows: list[dict] = []
     extra: dict = {}
     if {"teach", "finetune", "distil"} & set(raw) or not {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
-        rows += _ner_stages(path, out, corpus, stage, run)
+        rows += _ner_stages(path, out, corpus, stage, run, by_section)
     if {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
-        lm_rows, extra["lm_eval"] = _lm_stages(path, raw, out, corpus, stage)
+        lm_rows, extra["lm_eval"] = _lm_stages(path, raw, out, corpus, stage, by_section)
         rows += lm_rows
     summary = {"rows": rows, **extra, "seconds": round(time.perf_counter() - t0, 1), "config": str(path),
                "environment": versions()}  # fmt: skip
@@ -80,20 +92,39 @@ def run_pipeline(path: str | Path, overwrite: bool = False) -> dict:
     return summary
 
 
-def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig) -> list[dict]:
+def _route_sets(items: Sequence[str]) -> dict[str, list[str]]:
+    """``--set`` items by their section (the key's first part, which ``nerdistil run`` requires)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, eq, _ = item.partition("=")
+        section, dot, _ = name.strip().replace("-", "_").partition(".")
+        if not eq or not dot or section not in cfgmod.SECTIONS:
+            raise UserError(f"--set in `nerdistil run` takes SECTION.KEY=VALUE, SECTION one of "
+                            f"{', '.join(sorted(cfgmod.SECTIONS))} (--set distil.epochs=3); got {item!r}")  # fmt: skip
+        out.setdefault(section, []).append(item)
+    return out
+
+
+def _yaml_value(name: str, text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {name}: {text!r} is not a YAML value ({getattr(e, 'problem', e)})") from None
+
+
+def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig, sets: dict[str, list[str]]) -> list[dict]:
     from nerdistil.student.distil import run_student
     from nerdistil.teacher.teach import run_teach
 
     over = {"corpus": str(corpus), "out": str(out / "teacher")}
     if run.augment_copies > 0:  # transfer tweets made from the gold ones (nerdistil data augment)
         over.update(unlabeled=str(write_transfer(corpus / "train.txt", out, run)), pretokenized=True)
-    teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", over)
+    teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", over, sets.get("teach", ()))
     teacher = stage("teach", run_teach, teach_cfg)
     students = {}
     for name, distil in (("finetune", False), ("distil", True)):
-        cfg = cfgmod.load(
-            cfgmod.StudentConfig, path, name, {"soft_labels": str(out / "teacher"), "out": str(out / name)}
-        )
+        over = {"soft_labels": str(out / "teacher"), "out": str(out / name)}
+        cfg = cfgmod.load(cfgmod.StudentConfig, path, name, over, sets.get(name, ()))
         students[name] = stage(name, lambda c, d=distil: run_student(c, d), cfg)
     kind = teacher.get("teacher", {}).get("kind")
     name = f"teacher ({kind})" if kind else "teacher"
@@ -115,7 +146,7 @@ def write_transfer(train: Path, out: Path, run: RunConfig) -> Path:
     return path
 
 
-def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage) -> tuple[list[dict], dict | None]:
+def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage, sets) -> tuple[list[dict], dict | None]:
     """lm_finetune adapts the teacher MLM to tweets, lm_distil distils it, lm_eval compares them."""
     from nerdistil.lm.evaluate import markdown, run_lm_eval
     from nerdistil.lm.train import run_lm
@@ -124,7 +155,8 @@ def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage) -> tuple[list[di
     rows, models = [], []
     teacher_dir = out / "teacher_mlm"
     if "lm_finetune" in raw:
-        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_finetune", {**defaults, "out": str(teacher_dir)})
+        over = {**defaults, "out": str(teacher_dir)}
+        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_finetune", over, sets.get("lm_finetune", ()))
         r = stage("lm_finetune", lambda c: run_lm(c, False), cfg)
         rows.append(_lm_row("teacher MLM (lm-finetune)", r))
         models.append(str(teacher_dir))
@@ -132,7 +164,7 @@ def _lm_stages(path, raw: dict, out: Path, corpus: Path, stage) -> tuple[list[di
         over = {**defaults, "out": str(out / "student_mlm")}
         if "lm_finetune" in raw:
             over["teacher"] = str(teacher_dir)
-        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_distil", over)
+        cfg = cfgmod.load(cfgmod.LMConfig, path, "lm_distil", over, sets.get("lm_distil", ()))
         r = stage("lm_distil", lambda c: run_lm(c, True), cfg)
         rows.append(_lm_row("student MLM (lm-distil)", r))
         models.append(str(out / "student_mlm"))

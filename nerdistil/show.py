@@ -132,8 +132,9 @@ def run(config: Path, summary: dict) -> None:
     console.print(table)
 
 
-def bench(report: dict, n_sentences: int, threads: int) -> None:
+def bench(report: dict) -> None:
     """``bench-latency``: one row per model, backend, padding and batch size."""
+    n_sentences, threads = report["n_sentences"], report["machine"]["threads"]
     table = _table(f"bench-latency: {n_sentences} sentences, {threads} threads, end to end (tokenize + forward + "
                    "decode)", ("model", "backend", "padding", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms",
                                "sent/s", "words/s", "params", "disk MB", "peak RSS MB", "speed-up", "F1"))  # fmt: skip

@@ -2,8 +2,11 @@
 
 from collections import Counter
 
-from nerdistil.data.augment import augment, mentions
+import pytest
+
+from nerdistil.data.augment import augment, mentions, run_augment
 from nerdistil.data.conll import Sentence, _check_sequence, read_conll
+from nerdistil.errors import UserError
 from nerdistil.teacher.teach import read_unlabeled
 
 
@@ -63,3 +66,13 @@ def test_cli_writes_pretokenized_text_that_teach_reads_back_exactly(cli, corpus_
     assert [s.tokens for s in read_unlabeled(out, pretokenized=True)] == [s.tokens for s in made]
     code, _, err = cli("data", "augment", corpus_dir / "train.txt", out, "--copies", "0")
     assert code == 2 and "--copies must be at least 1" in err
+
+
+def test_run_augment_checks_then_writes(corpus_dir, tmp_path):
+    out, conll = tmp_path / "aug.txt", tmp_path / "aug.conll"
+    with pytest.raises(UserError, match="--p-word must be in"):
+        run_augment(corpus_dir / "train.txt", out, p_word=1.5)
+    assert not out.exists()
+    made, gold = run_augment(corpus_dir / "train.txt", out, copies=1, seed=3, conll=conll)
+    assert gold == len(read_conll(corpus_dir / "train.txt")) and 0 < made <= gold
+    assert len(out.read_text().splitlines()) == made == len(read_conll(conll))

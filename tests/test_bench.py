@@ -73,3 +73,29 @@ def test_fingerprint_depends_on_order_and_split():
     a = bench.fingerprint([["a", "b"], ["c"]])
     assert a == bench.fingerprint([["a", "b"], ["c"]])
     assert a != bench.fingerprint([["c"], ["a", "b"]]) and a != bench.fingerprint([["a"], ["b", "c"]])
+
+
+def test_run_bench_latency_builds_the_specs_and_checks_first(tiny_teacher, tiny_distilled, corpus_dir, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    """The command's orchestration, without the timing: one spec per backend and padding, outputs written."""
+    seen = []
+
+    def fake_run_bench(specs, words, gold, sizes, threads, repeats, warmup):
+        seen.append((specs, len(words), gold is not None, sizes, threads, repeats, warmup))
+        return {"results": [], "machine": {"threads": threads}, "n_sentences": len(words)}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    with pytest.raises(UserError, match="--warmup must be at least 0"):
+        bench.run_bench_latency(tiny_teacher / "teacher.pt", [tiny_distilled], corpus_dir / "test.txt", warmup=-1)
+    with pytest.raises(UserError, match="--batch-sizes"):
+        bench.run_bench_latency(tiny_teacher / "teacher.pt", [tiny_distilled], corpus_dir / "test.txt", "1,x")
+    assert seen == []
+    report = bench.run_bench_latency(tiny_teacher / "teacher.pt", [tiny_distilled], corpus_dir / "test.txt", "2,4",
+                                     threads=1, padding="dynamic,fixed:32", max_sentences=3,
+                                     json_out=tmp_path / "b.json")  # fmt: skip
+    ((specs, n, has_gold, sizes, threads, repeats, warmup),) = seen
+    assert [(s.kind, s.backend, s.padding) for s in specs] == [("teacher", "pytorch", "dynamic"),
+                                                               ("student", "pytorch", "dynamic"),
+                                                               ("student", "pytorch", "fixed:32")]  # fmt: skip
+    assert (n, has_gold, sizes, threads, repeats, warmup) == (3, True, [2, 4], 1, 3, 5)
+    assert json.loads((tmp_path / "b.json").read_text()) == report

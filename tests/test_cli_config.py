@@ -171,3 +171,62 @@ def test_every_command_option_is_a_config_field():
         fields = {f.name for f in dataclasses.fields(cls)} | {"repair_tags"}
         options = {p.name for p in commands[name].params} - {"config", "sets", "help"}
         assert options <= fields, (name, options - fields)
+
+
+def test_options_are_made_from_the_settings_fields():
+    """A field with help is an option with that help; no other field is one (teach adds data.repair_tags)."""
+    import typer.main
+
+    from nerdistil.cli import app
+
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}  # type: ignore[attr-defined]
+    for name, cls in (("teach", cfgmod.TeachConfig), ("distil", cfgmod.StudentConfig),
+                      ("lm-finetune", cfgmod.LMConfig)):  # fmt: skip
+        helps = {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if "help" in f.metadata}
+        if name == "teach":
+            helps["repair_tags"] = "Turn an I-X that starts an entity into B-X."
+        options = {p.name: p.help for p in commands[name].params if p.name not in ("config", "sets", "help")}
+        assert options == helps, name
+    assert commands["teach"].params[0].opts == ["--corpus"]
+    flags = {p.name: (p.opts, p.secondary_opts) for p in commands["distil"].params}
+    assert flags["label_all_subwords"] == (["--label-all-subwords"], [])
+    assert flags["group_by_length"] == (["--group-by-length"], ["--no-group-by-length"])
+
+
+def test_label_batch_size_flag(cli, captured, corpus_dir, tmp_path):
+    code, _, err = cli("teach", "--corpus", corpus_dir, "--out", tmp_path / "o", "--label-batch-size", "64")
+    assert "captured" in one_line_error(code, err)
+    assert captured[0].label_batch_size == 64
+    code, _, err = cli("teach", "--corpus", corpus_dir, "--out", tmp_path / "o", "--label-batch-size", "0")
+    assert "--label-batch-size must be at least 1" in one_line_error(code, err)
+
+
+def test_run_passes_set_items_to_their_sections(cli, monkeypatch, corpus_dir, tmp_path):
+    import nerdistil.student.distil
+    import nerdistil.teacher.teach
+
+    seen = {}
+
+    def fake(name):
+        def run(cfg, *_):
+            seen[name] = cfg
+            return {"params": 1, "train_seconds": 0.0, "scores": {"dev": {"f1": 0.5}}}
+
+        return run
+
+    monkeypatch.setattr(nerdistil.teacher.teach, "run_teach", fake("teach"))
+    monkeypatch.setattr(nerdistil.student.distil, "run_student", lambda cfg, d: fake(str(d))(cfg))
+    cfg_file = tmp_path / "p.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run": {"corpus": str(corpus_dir)}, "teach": {"epochs": 4},
+                                        "distil": {"alpha_kd": 1.0}}))  # fmt: skip
+    code, stdout, err = cli("run", cfg_file, "--set", f"run.out={tmp_path / 'r'}", "--set", "teach.epochs=2",
+                            "--set", "distil.alpha_kd=3", "--set", "finetune.data.repair_tags=true")  # fmt: skip
+    assert code == 0, err
+    assert seen["teach"].epochs == 2 and seen["True"].alpha_kd == 3.0 and seen["False"].data.repair_tags is True
+    assert seen["True"].out == str(tmp_path / "r" / "distil") and (tmp_path / "r" / "summary.json").is_file()
+    for item, needle in (("epochs=2", "--set in `nerdistil run` takes SECTION.KEY=VALUE"),
+                         ("teach.bogus=1", "--set teach.bogus: unknown key 'bogus'"),
+                         ("lm_eval.bogus=1", "--set lm_eval.bogus: lm_eval takes models, words or corpus"),
+                         ("distil.epochs=0", "--set distil.epochs must be at least 1")):  # fmt: skip
+        code, _, err = cli("run", cfg_file, "--set", f"run.out={tmp_path / 'r2'}", "--set", item)
+        assert needle in one_line_error(code, err), item

@@ -22,7 +22,9 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from nerdistil.data.conll import Sentence
+from nerdistil.data.conll import Sentence, read_conll, write_conll
+from nerdistil.errors import UserError
+from nerdistil.runio import check_file_out
 
 Mention = tuple[str, ...]
 
@@ -110,3 +112,24 @@ def write_pretokenized(path: str | Path, sentences: Iterable[Sentence]) -> int:
             n += 1
     os.replace(tmp, path)
     return n
+
+
+def run_augment(train_file: Path, out_file: Path, copies: int = 2, seed: int = 13, p_mention: float = 0.5,
+                p_word: float = 0.1, conll: Path | None = None) -> tuple[int, int]:  # fmt: skip
+    """``data augment``: check the settings, write the made tweets (and, with ``conll``, their tags).
+
+    Returns (tweets made, gold tweets read).
+    """
+    if copies < 1:
+        raise UserError(f"--copies must be at least 1, got {copies}")
+    for name, p in (("--p-mention", p_mention), ("--p-word", p_word)):
+        if not 0.0 <= p <= 1.0:
+            raise UserError(f"{name} must be in [0, 1], got {p}")
+    check_file_out(out_file, [train_file])
+    check_file_out(conll, [train_file, out_file])
+    gold = read_conll(train_file)
+    made = list(augment(gold, copies, seed, p_mention, p_word))
+    write_pretokenized(out_file, made)
+    if conll:
+        write_conll(conll, made)
+    return len(made), len(gold)
