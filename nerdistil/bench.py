@@ -35,6 +35,7 @@ class Spec:
     backend: str = "pytorch"  # "pytorch", "onnx", "onnx-int8", or "export" (a `nerdistil export` folder)
     padding: str = "dynamic"  # "dynamic" or "fixed:N"
     onnx_dir: str | None = None
+    device: str = "cpu"  # teacher and PyTorch students: cpu or cuda
 
 
 def _load(spec: Spec, threads: int):
@@ -50,8 +51,10 @@ def _load(spec: Spec, threads: int):
 
     if spec.kind == "teacher":
         from nerdistil.teacher.base import load_teacher
+        from nerdistil.trainer import resolve_device
 
-        teacher = load_teacher(spec.path, trust_teacher=True)  # the parent process checked it before spawning us
+        # the parent process checked trust before spawning us
+        teacher = load_teacher(spec.path, trust_teacher=True, device=resolve_device(spec.device))
         path = Path(spec.path)
         disk = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.glob("*.safetensors"))
         return (lambda batch: teacher.predict(batch, batch_size=len(batch))), teacher.params, disk
@@ -61,7 +64,10 @@ def _load(spec: Spec, threads: int):
 
     pad_to = int(spec.padding.split(":")[1]) if spec.padding.startswith("fixed:") else None
     if spec.backend == "pytorch":
+        from nerdistil.trainer import resolve_device
+
         model, tokenizer, _ = load_classifier(spec.path)
+        model.to(resolve_device(spec.device))
         params = sum(p.numel() for p in model.parameters())
         disk = sum(f.stat().st_size for f in Path(spec.path).glob("*.safetensors"))
     else:
@@ -243,6 +249,8 @@ def machine(threads: int) -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
     try:
         import onnxruntime
 
@@ -276,7 +284,8 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
 def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_sizes: str = "1,8,32",
                       threads: int | None = None, padding: str = "dynamic", onnx: bool = False, repeats: int = 3,
                       warmup: int = 5, max_sentences: int | None = None, trust_teacher: bool = False,
-                      json_out: Path | None = None, plot_out: Path | None = None) -> dict:  # fmt: skip
+                      json_out: Path | None = None, plot_out: Path | None = None,
+                      device: str = "cpu") -> dict:  # fmt: skip
     """``bench-latency``: check every input first, then time the teacher and each student (see :func:`run_bench`).
 
     ``batch_sizes`` and ``padding`` are the comma-separated flag values; a `nerdistil export` folder is
@@ -322,14 +331,19 @@ def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_s
         raise UserError("--max-sentences must be at least 1")
     sents = sents[:max_sentences]
     words, gold = [s.tokens for s in sents], [s.tags for s in sents] if sents[0].tags is not None else None
-    specs = [Spec(f"teacher:{teacher.name}", str(teacher), "teacher")]
+    from nerdistil.trainer import resolve_device
+
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device takes cpu or cuda, not {device!r}")
+    resolve_device(device)  # no GPU: one line now, not in a measuring process
+    specs = [Spec(f"teacher:{teacher.name}", str(teacher), "teacher", device=device)]
     names = [s.name if [x.name for x in students].count(s.name) == 1 else str(s) for s in students]
     with tempfile.TemporaryDirectory() as tmp:
         for name, s in zip(names, students):
             if s in exports:
                 specs.append(Spec(name, str(s), "student", "export"))
                 continue
-            specs += [Spec(name, str(s), "student", "pytorch", p) for p in paddings]
+            specs += [Spec(name, str(s), "student", "pytorch", p, device=device) for p in paddings]
             if onnx:
                 d = export_onnx(str(s), Path(tmp) / name)
                 specs += [Spec(name, str(s), "student", b, "dynamic", str(d)) for b in ("onnx", "onnx-int8")]

@@ -43,6 +43,7 @@ SetOpt = Annotated[Optional[list[str]], Option("--set", metavar="KEY=VALUE", hel
 OverwriteOpt = Annotated[bool, Option("--overwrite", help=OVERWRITE)]
 TrustOpt = Annotated[bool, Option("--trust-teacher", help=help_of(TeachConfig, "trust_teacher"))]
 RepairOpt = Annotated[bool, Option("--repair-tags", help=help_of(DataConfig, "repair_tags"))]
+DeviceOpt = Annotated[str, Option(help=help_of(TeachConfig, "device") + " Export folders: ONNX Runtime, CPU.")]
 ANY_TEACHER = "a Flair tagger file (unpickled: trusted files only), a token-classifier folder or a hub name"
 
 
@@ -163,12 +164,13 @@ def evaluate(
         "agreement.")] = None,
     repair_tags: RepairOpt = False,
     trust_teacher: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:  # fmt: skip
     """Entity-level precision, recall and F1 (seqeval; default and strict IOB2 modes), per type and averaged."""
     from nerdistil.evaluate import run_evaluate
 
     check_file_out(json_out, [model, corpus, teacher])  # before the evaluation runs, not after
-    report = run_evaluate(model, corpus, teacher, trust_teacher, repair=repair_tags)
+    report = run_evaluate(model, corpus, teacher, trust_teacher, device, repair=repair_tags)
     show.evaluate(model, corpus, report)
     if json_out:
         write_json(json_out, report)
@@ -208,11 +210,13 @@ def predict(
     buffer: Annotated[int, Option(help="Lines read, sorted by length and tagged at a time (bounds memory).")] = 4096,
     threads: Annotated[OInt, Option(help="ONNX Runtime threads (default: all cores).")] = None,
     trust_teacher: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:  # fmt: skip
     """Tag raw tweets: words, valid-BIO tags, confidences and entities with character offsets, streamed."""
     from nerdistil.predict import run_predict
 
-    stats = run_predict(model, input_file, output, fmt, input_format, batch_size, buffer, trust_teacher, threads)
+    stats = run_predict(model, input_file, output, fmt, input_format, batch_size, buffer, trust_teacher, threads,
+                        device)  # fmt: skip
     show.predict(output, stats)
 
 
@@ -248,12 +252,14 @@ def bench_latency(
     json_out: Annotated[OPath, Option("--json", help="Write the results as JSON here.")] = None,
     plot_out: Annotated[OPath, Option("--plot", help="Write a PNG of latency against batch size.")] = None,
     trust_teacher: TrustOpt = False,
+    device: Annotated[str, Option(help="Where the teacher and PyTorch students run: cpu or cuda (ONNX and export "
+        "folders: ONNX Runtime on the CPU).")] = "cpu",
 ) -> None:  # fmt: skip
     """Latency of teacher and students on the same sentences, end to end (words in, tags out), one process each."""
     from nerdistil.bench import run_bench_latency
 
     show.bench(run_bench_latency(teacher, student, corpus, batch_sizes, threads, padding, onnx, repeats, warmup,
-                                 max_sentences, trust_teacher, json_out, plot_out))  # fmt: skip
+                                 max_sentences, trust_teacher, json_out, plot_out, device))  # fmt: skip
 
 
 @app.command()

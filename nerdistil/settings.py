@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 SEED = "Random seed."
+DEVICE = "Where to run: auto (a GPU when torch sees one, else the CPU), cpu or cuda (under torchrun: cuda:LOCAL_RANK)."
+MIXED = "Mixed precision of the training loop (Accelerate): no, fp16 or bf16."
 OVERWRITE = "Replace a finished --out."
 RESUME = "Continue an interrupted run (same --out) from its last checkpoint."
 CHECKPOINT_EVERY = "Also checkpoint every N optimiser steps (always at epoch ends)."
@@ -87,6 +89,9 @@ class TeachConfig:
     label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
     label_batch_size: int | None = opt("Sentences a teacher's forward pass takes at once while labelling; default 32 "
                                        "on CPU, 256 on a GPU.")  # fmt: skip
+    mixed_precision: str = opt("Mixed precision on the device: Flair's automatic mixed precision while training, "
+                               "autocast while labelling (the CRF posteriors stay fp32): no, fp16 or bf16.", "no")
+    device: str = opt(DEVICE, "auto")
     seed: int = opt(SEED, 13)
     overwrite: bool = opt(OVERWRITE, False)
     resume: bool = opt(
@@ -113,7 +118,8 @@ class StudentConfig:
     warmup: float = 0.05
     max_grad_norm: float = 1.0
     patience: int = 3
-    mixed_precision: str = "no"
+    mixed_precision: str = opt(MIXED, "no")
+    device: str = opt(DEVICE, "auto")
     alpha_ce: float = opt("Weight of the class-weighted gold CE.", 0.5)
     alpha_kd: float = opt("Weight of T^2 * KL(teacher || student).", 2.0)
     temperature: float | None = opt("KD temperature (default: the soft labels' own).")
@@ -170,7 +176,8 @@ class LMConfig:
     patience: int = 0  # 0: train every epoch (steps must match between compared runs)
     eval_corpus: str | None = opt("Held-out tweets: perplexity on fixed masks after each epoch.", kind=Path)
     eval_seed: int = 0  # masking seed of held-out perplexity: same masks for every model
-    mixed_precision: str = "no"
+    mixed_precision: str = opt(MIXED, "no")
+    device: str = opt(DEVICE, "auto")
     seed: int = opt(SEED, 13)
     overwrite: bool = opt(OVERWRITE, False)
     resume: bool = opt(RESUME, False)

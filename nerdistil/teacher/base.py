@@ -141,9 +141,9 @@ def load_teacher(source: str | Path, trust_teacher: bool = False, kind: str = "a
     return teacher if device is None else teacher.to(device)
 
 
-def trainer(kind: str = next(iter(TRAINERS))):
-    """A trainer of teachers of ``kind`` (``train(train, dev, cfg, work_dir, types)``, ``close()``)."""
+def trainer(kind: str = next(iter(TRAINERS)), device=None):
+    """A trainer of teachers of ``kind`` on ``device`` (``train(train, dev, cfg, work_dir, types)``, ``close()``)."""
     if kind not in TRAINERS:
         raise UserError(f"nerdistil trains {', '.join(TRAINERS)} teachers; train a {kind} one elsewhere "
                         "(a transformer: `nerdistil finetune`) and pass it with --teacher")  # fmt: skip
-    return _import(TRAINERS[kind])()
+    return _import(TRAINERS[kind])(device)

@@ -40,6 +40,7 @@ class Procs:
 
     rank: int = 0
     world: int = 1
+    device: str = "cpu"  # the torch device this process labels on
 
     @classmethod
     def from_env(cls) -> Procs:
@@ -63,6 +64,18 @@ class Procs:
     def mine(self, chunk: int) -> bool:
         """Whether this process labels chunk ``chunk``."""
         return chunk % self.world == self.rank
+
+
+def autocast(cfg: TeachConfig, device: str):
+    """Torch's autocast on the teacher's device for ``--mixed-precision fp16|bf16``; a no-op for ``no``."""
+    import contextlib
+
+    import torch
+
+    if cfg.mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def fault(var: str, count: int) -> None:
@@ -144,16 +157,17 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
             held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
             if folds is not None and name == "train":
                 held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
-            for lab in label_stream(teachers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels, held_out,
-                                    cfg.label_batch_size):  # fmt: skip
-                check_finite(lab, name, cfg)
-                rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
-                if scored:
-                    out.gold.append(lab.sentence.tags)
-                    out.pred.append(lab.tags)
-                    for k, tags in enumerate(lab.member_tags):
-                        out.member_pred[k].append(tags)
-                bar.update(1)
+            with autocast(cfg, procs.device):
+                for lab in label_stream(teachers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
+                                        held_out, cfg.label_batch_size):  # fmt: skip
+                    check_finite(lab, name, cfg)
+                    rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
+                    if scored:
+                        out.gold.append(lab.sentence.tags)
+                        out.pred.append(lab.tags)
+                        for k, tags in enumerate(lab.member_tags):
+                            out.member_pred[k].append(tags)
+                    bar.update(1)
             softlabels.save_chunk(rows, labels, done)
             fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
     finally:

@@ -22,6 +22,7 @@ from nerdistil.teacher import base
 from nerdistil.teacher.crf import tag_projection
 from nerdistil.teacher.ensemble import train_folds
 from nerdistil.teacher.labelling import Procs, check_reusable_labels, check_rows, fault, label_split
+from nerdistil.trainer import device_name, resolve_device
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -147,17 +148,17 @@ def run_teach(cfg: TeachConfig) -> dict:
     n = len(files) or cfg.ensemble
     if n < 1:
         raise UserError(f"--ensemble must be at least 1, got {n}")
+    procs = Procs.from_env()
+    device = resolve_device(cfg.device)  # under torchrun: this process's GPU
+    procs.device = str(device)
+    if cfg.label_batch_size is None:  # big label batches where a GPU has room for them
+        cfg = dataclasses.replace(cfg, label_batch_size=256 if device.type == "cuda" else 32)
     # every given teacher is loaded (kind detected, trust checked, hashed once) before any work
-    given = [base.load_teacher(f, cfg.trust_teacher, cfg.teacher_kind) for f in files]
+    given = [base.load_teacher(f, cfg.trust_teacher, cfg.teacher_kind, device) for f in files]
     if cfg.cross_fit and (files or n < 2):
         raise UserError("--cross-fit trains the ensemble's members on train folds: it needs --ensemble 2 or more "
                         "and no --teacher files")  # fmt: skip
     folds = train_folds(len(corpus["train"]), n, cfg.seed) if cfg.cross_fit else None
-    procs = Procs.from_env()
-    if cfg.label_batch_size is None:  # big batches where a GPU has room for them
-        import torch
-
-        cfg = dataclasses.replace(cfg, label_batch_size=256 if torch.cuda.is_available() else 32)
     if procs.world > 1 and not given:
         raise UserError("under torchrun, teach labels with given teachers: train the teacher in one process, then "
                         "pass it with --teacher")  # fmt: skip
@@ -168,7 +169,7 @@ def run_teach(cfg: TeachConfig) -> dict:
         procs.barrier()  # the first process made the staging folder
         t0 = time.perf_counter()
         teachers, members = [], []
-        trainer = None if given else base.trainer()  # frozen embeddings: later members reuse the vectors
+        trainer = None if given else base.trainer(device=device)  # frozen embeddings: later members reuse vectors
         for k in range(n):
             teacher, info = _member(cfg, k, given, corpus, labels, tmp, trainer, folds)
             teachers.append(teacher)
@@ -201,7 +202,7 @@ def run_teach(cfg: TeachConfig) -> dict:
         for name, sents in parts.items():
             if name in ("dev", "test") and procs.rank != 0:
                 continue  # small gold splits: labelled whole by the first process, then scored
-            share = Procs() if name in ("dev", "test") else procs  # gold splits: every chunk, one process
+            share = Procs(device=procs.device) if name in ("dev", "test") else procs  # gold splits: all chunks, here
             out = label_split(name, sents, totals[name], teachers, labels, tmp / "labels" / name, cfg, folds, share)
             reused += out.reused
             if out.gold:
@@ -221,6 +222,8 @@ def run_teach(cfg: TeachConfig) -> dict:
         shutil.rmtree(tmp / "labels", ignore_errors=True)
         report["label_seconds"] = round(time.perf_counter() - t1, 1)
         report["processes"] = procs.world  # torchrun: labelling shared out chunk by chunk
+        report.update(device=str(device), device_name=device_name(device), mixed_precision=cfg.mixed_precision,
+                      label_batch_size=cfg.label_batch_size)  # fmt: skip
 
         stored = softlabels.load(tmp / "soft_labels")
         agreement = {}

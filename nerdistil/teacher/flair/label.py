@@ -178,6 +178,7 @@ def _label_batches(
             scores = tagger.forward(sentence_tensor, lengths)
             if tagger.use_crf:
                 features, lengths, transitions = scores
+                features, transitions = features.float(), transitions.float()  # autocast may give fp16
                 stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
                 start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
                 marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)

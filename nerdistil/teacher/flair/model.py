@@ -62,7 +62,7 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     )  # fmt: skip
     trainer = ModelTrainer(tagger, corpus)
     common = {"mini_batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "save_final_model": False,
-              "create_file_logs": True}  # fmt: skip
+              "create_file_logs": True, "use_amp": cfg.mixed_precision != "no"}  # fmt: skip
     if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
         trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
                           embeddings_storage_mode="none", **common)  # fmt: skip
