@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from nerdistil.errors import UserError
 from nerdistil.runio import strict
-from nerdistil.runtime import CONFIG, bio_spans
+from nerdistil.runtime import CONFIG, entities
 
 FORMATS = ("jsonl", "conll")
 INPUT_FORMATS = ("tweets", "conll")
@@ -51,8 +51,7 @@ class Predictor:
         tags: list[list[str]] = [[] for _ in sentences]
         for i, t in zip(nonempty, self._words_fn([sentences[i] for i in nonempty]) if nonempty else []):
             tags[i] = t
-        return [{"words": list(w), "tags": t, "scores": None,
-                 "entities": [{"type": typ, "start": a, "end": b, "score": None} for typ, a, b in bio_spans(t)]}
+        return [{"words": list(w), "tags": t, "scores": None, "entities": entities(t)}
                 for w, t in zip(sentences, tags)]  # fmt: skip
 
     def tag(self, tweets: Sequence[str], batch_size: int) -> list[dict]:
@@ -65,9 +64,7 @@ class Predictor:
         out = self.tag_words([[w for w, _, _ in sp] for sp in spans], batch_size)
         for tweet, sp, r in zip(tweets, spans, out):
             r["text"] = tweet
-            for e in r["entities"]:
-                a, b = sp[e["start"]][1], sp[e["end"] - 1][2]
-                e.update(text=tweet[a:b], start=a, end=b)
+            r["entities"] = entities(r["tags"], None, tweet, sp)
         return out
 
 

@@ -76,6 +76,25 @@ class Entity:
     score: float
 
 
+def entities(tags: Sequence[str], scores: Sequence[float] | None = None, text: str | None = None,
+             spans: Sequence[tuple[str, int, int]] | None = None) -> list[dict]:  # fmt: skip
+    """The entities of a tag sequence, one dict each, for the runtime and ``predict`` alike.
+
+    ``start``/``end`` are word indices, or, given the tweet ``text`` and its word ``spans`` ((word, start,
+    end) from ``tokenize_spans``), character offsets, with the ``text`` they slice. ``score`` is the mean
+    confidence of the entity's words (None without scores).
+    """
+    out = []
+    for typ, a, b in bio_spans(tags):
+        score = None if scores is None else float(np.mean(scores[a:b]))
+        if spans is None or text is None:
+            out.append({"type": typ, "start": a, "end": b, "score": score})
+        else:
+            start, end = spans[a][1], spans[b - 1][2]
+            out.append(asdict(Entity(text[start:end], typ, start, end, score)))  # type: ignore[arg-type]
+    return out
+
+
 class Tagger:
     """Tags words or raw tweets with an exported student; see the module docstring."""
 
@@ -115,9 +134,7 @@ class Tagger:
     def tag_words(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[dict]:
         """Per sentence of words: ``{"words", "tags", "scores", "entities"}`` (entities by word index)."""
         tags, scores = self.decode(sentences, batch_size)
-        return [{"words": list(words), "tags": t, "scores": s,
-                 "entities": [{"type": typ, "start": a, "end": b, "score": float(np.mean(s[a:b]))}
-                              for typ, a, b in bio_spans(t)]}
+        return [{"words": list(words), "tags": t, "scores": s, "entities": entities(t, s)}
                 for words, t, s in zip(sentences, tags, scores)]  # fmt: skip
 
     def tag(self, tweets: Sequence[str], batch_size: int = 32) -> list[dict]:
@@ -127,14 +144,8 @@ class Tagger:
         spans = [tokenize_spans(t) for t in tweets]  # (word, start, end) per word
         words = [[w for w, _, _ in sp] for sp in spans]
         tags, scores = self.decode(words, batch_size)
-        out = []
-        for tweet, sp, w, t, s in zip(tweets, spans, words, tags, scores):
-            ents = []
-            for typ, a, b in bio_spans(t):
-                start, end = sp[a][1], sp[b - 1][2]
-                ents.append(asdict(Entity(tweet[start:end], typ, start, end, float(np.mean(s[a:b])))))
-            out.append({"text": tweet, "words": w, "tags": t, "scores": s, "entities": ents})
-        return out
+        return [{"text": tweet, "words": w, "tags": t, "scores": s, "entities": entities(t, s, tweet, sp)}
+                for tweet, sp, w, t, s in zip(tweets, spans, words, tags, scores)]  # fmt: skip
 
     def decode(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> tuple[list, list]:
         """Word tags and confidences for every sentence, in order; empty sentences give empty lists."""
