@@ -92,6 +92,7 @@ def test_soft_labels_are_the_softmax_at_t(transformer_taught, tiny_distilled):
         assert allowed[len(labels), r["teacher_tags"][0]]
     report = json.loads((transformer_taught / "report.json").read_text())
     assert report["teacher"]["kind"] == "transformer" and report["soft_labels"]["max_row_sum_error"] < 1e-4
+    assert report["soft_labels"]["decoding"].startswith("valid-BIO Viterbi")
 
 
 def test_tags_are_the_valid_bio_viterbi_at_t1(tiny_distilled, corpus_dir):

@@ -46,6 +46,7 @@ class Teacher(ABC):
     kind: ClassVar[str]
     pickled: ClassVar[bool] = False  # loading runs code: ``load_teacher`` checks trust first
     soft_label_kinds: ClassVar[tuple[str, ...]] = ("posterior", "hard")
+    decoding: ClassVar[str] = "valid-BIO Viterbi through the T = 1 probabilities"  # how its stored tags are made
     tags: list[str]  # the model's own tag names in index order (BIO or BIOES, maybe with CRF specials)
     identity: dict  # kind, source, sha256: what the soft-label dataset records about its teacher
     params: int

@@ -236,7 +236,7 @@ def run_teach(cfg: TeachConfig) -> dict:
             scores[name]["posterior_argmax_f1"] = entity_report(gold, argmax)["f1"]
         if "train" in stored:  # how closely the stored train labels follow the gold tags the teacher trained on
             report["train_fit_f1"] = decoded_f1(stored["train"], labels)
-        decoding = "CRF Viterbi" if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
+        decoding = teachers[0].decoding if n == 1 else f"best valid BIO path, mean of {n} members' T=1 posteriors"
         if folds:
             decoding += "; train: cross-fitted, each tweet labelled by the member trained without its fold"
         report["soft_labels"] = {

@@ -105,6 +105,7 @@ class FlairTeacher(Teacher):
     kind = "flair"
     pickled = True
     soft_label_kinds = SOFT_LABELS
+    decoding = "CRF Viterbi"
 
     def __init__(self, tagger, identity: dict) -> None:
         self.tagger = tagger.eval()
