@@ -67,11 +67,20 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--layers", type=int, nargs="+", default=[6, 3], help="student sizes (MiniLM has 6 layers)")
     ap.add_argument("--out", default="runs/t16")
-    ap.add_argument("--teacher-epochs", type=int, default=3,
-                    help="epochs of the mpnet fine-tuning (8 take about 40 minutes on 2 idle cores; 3 fit a session)")
+    ap.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=3,
+        help="epochs of the mpnet fine-tuning (8 take about 40 minutes on 2 idle cores; 3 fit a session)",
+    )
     ap.add_argument("--finetune-results", default="benchmarks/results/distil_vs_finetune.json",
                     help="6-layer fine-tuned baselines from this results JSON (same config, deterministic per seed "
                     "on CPU); '' trains them")  # fmt: skip
+    ap.add_argument("--flair-results", default="",
+                    help="6-layer students distilled from the Flair mpnet teacher taken from this results JSON (e.g. "
+                    "benchmarks/results/distil_vs_finetune_mpnet_t1.json: the same teacher, bit for bit, and the same "
+                    "distil settings, deterministic per seed on CPU) for the seeds it has, except the first, which is "
+                    "rerun as the check")  # fmt: skip
     args = ap.parse_args()
     run = cfgmod.load(__import__("nerdistil.pipeline", fromlist=["RunConfig"]).RunConfig, CONFIG, "run")
     if not (Path(run.corpus) / "train.txt").is_file():
@@ -87,6 +96,7 @@ def main() -> None:
     }  # fmt: skip
     folders = {name: out / ("soft_mpnet_ft" if "transformer" in name else "flair_mpnet") for name in teachers}
     earlier = json.loads(Path(args.finetune_results).read_text()) if args.finetune_results else None
+    flair_earlier = json.loads(Path(args.flair_results).read_text()) if args.flair_results else None
 
     results: dict = {"seeds": args.seeds, "layers": args.layers, "teachers": {}, "students": []}
     for name, rep in teachers.items():
@@ -111,6 +121,12 @@ def main() -> None:
             short = "mpnetft" if "transformer" in name else "flairmpnet"
             runs = []
             for seed in args.seeds:
+                reuse = flair_earlier and layers == 6 and "Flair" in name and seed != args.seeds[0]
+                if reuse and seed in flair_earlier["seeds"]:
+                    i, d = flair_earlier["seeds"].index(seed), flair_earlier["distil"]
+                    runs.append({"dev": d["dev_f1"][i], "test": d["test_f1"][i], "train_seconds": d["train_seconds"][i],
+                                 "from": args.flair_results})  # fmt: skip
+                    continue
                 r = student(CONFIG, "distil", out / f"distil{tag}_{short}_s{seed}", seed,
                             soft_labels=str(folders[name]), **over)  # fmt: skip
                 runs.append({"dev": r["scores"]["dev"]["f1"], "test": r["scores"]["test"]["f1"],
@@ -121,7 +137,8 @@ def main() -> None:
 
     best = max(results["teachers"], key=lambda n: results["teachers"][n]["dev_f1"])
     cmd = (f"HF_HUB_OFFLINE=1 python benchmarks/transformer_teacher.py --seeds {' '.join(map(str, args.seeds))} "
-           f"--layers {' '.join(map(str, args.layers))} --teacher-epochs {args.teacher_epochs}")  # fmt: skip
+           f"--layers {' '.join(map(str, args.layers))} --teacher-epochs {args.teacher_epochs}"
+           + (f" --flair-results {args.flair_results}" if args.flair_results else ""))  # fmt: skip
     lines = ["```", cmd, "```", "",
              "Bundled WNUT-16 split (seed 13: 1,915 / 239 / 240 tweets), 2-core CPU, T = 1, "
              f"{len(args.seeds)} student seed(s) (mean ± standard deviation). Entity-level micro F1 (seqeval). "
