@@ -67,8 +67,11 @@ _NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse
                  "max_grad_norm"}  # fmt: skip
 _UNIT = {"warmup": (0, 1, "[0, 1)"), "word_dropout": (0, 1, "[0, 1)"), "locked_dropout": (0, 1, "[0, 1)"),
          "teacher_only_ratio": (0, 1, "[0, 1)"), "mlm_probability": (0, 1, "(0, 1)")}  # fmt: skip
-_CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "teacher_kind": ("auto", "flair", "transformer"),
-            "device": ("auto", "cpu", "cuda")}
+_CHOICES = {
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "teacher_kind": ("auto", "flair", "transformer"),
+    "device": ("auto", "cpu", "cuda"),
+}
 
 
 def _range_error(cls: type, name: str, value: Any) -> str | None:

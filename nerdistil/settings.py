@@ -89,8 +89,11 @@ class TeachConfig:
     label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
     label_batch_size: int | None = opt("Sentences a teacher's forward pass takes at once while labelling; default 32 "
                                        "on CPU, 256 on a GPU.")  # fmt: skip
-    mixed_precision: str = opt("Mixed precision on the device: Flair's automatic mixed precision while training, "
-                               "autocast while labelling (the CRF posteriors stay fp32): no, fp16 or bf16.", "no")
+    mixed_precision: str = opt(
+        "Mixed precision on the device: Flair's automatic mixed precision while training, "
+        "autocast while labelling (the CRF posteriors stay fp32): no, fp16 or bf16.",
+        "no",
+    )
     device: str = opt(DEVICE, "auto")
     seed: int = opt(SEED, 13)
     overwrite: bool = opt(OVERWRITE, False)

@@ -13,7 +13,7 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     run = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--smoke", "--out", str(tmp_path / "g")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    table = run.stdout[run.stdout.index("| step"):]
+    table = run.stdout[run.stdout.index("| step") :]
     for step in ("| teach |", "| label (teach --unlabeled) |", "| finetune |", "| distil |", "| bench teacher:"):
         assert step in table
     for name in ("teacher", "labelled", "finetune", "distil"):

@@ -52,6 +52,7 @@ def _valid_bio(tags):
 @pytest.fixture(scope="module")
 def transformer_taught(tiny_distilled, tmp_path_factory):
     from nerdistil.cli import main
+
     corpus_dir = DATA / "corpus"
 
     out = tmp_path_factory.mktemp("tt") / "t"
