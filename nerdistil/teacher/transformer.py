@@ -71,6 +71,7 @@ class TransformerTeacher(Teacher):
         """Per word: softmax(logits / T) projected onto ``corpus_labels``; tags: the valid-BIO Viterbi path."""
         self.check_kind(kind)
         proj = tag_projection(self.tags, corpus_labels)  # (K, L)
+        index = {label: j for j, label in enumerate(corpus_labels)}
         words = [s.tokens for s in sentences]
         for logits in tokclf.word_logits(self.model, self.tokenizer, words, len(self.tags), batch_size):
             p1 = _softmax(logits.astype(np.float64)) @ proj
@@ -78,7 +79,7 @@ class TransformerTeacher(Teacher):
             tags = decode_posteriors(p1, corpus_labels)
             if kind == "hard":
                 probs = np.zeros_like(p1)
-                probs[np.arange(len(tags)), [list(corpus_labels).index(t) for t in tags]] = 1.0
+                probs[np.arange(len(tags)), [index[t] for t in tags]] = 1.0
             elif temperature == 1:
                 probs = p1
             else:
