@@ -104,7 +104,7 @@ def test_int8_over_the_limit_is_refused(tiny_distilled, tmp_path, cli, monkeypat
                        "--corpus", gold, "--bootstrap", "50")  # fmt: skip
     assert code == 0, err
     gate = json.loads((tmp_path / "a" / "nerdistil.json").read_text())["gate"]
-    assert gate["chosen"] == "fp32" and [c["name"] for c in gate["candidates"]] == ["fp32", "int8", "int8-per-channel"]
+    assert gate["chosen"] == "fp32" and [c["name"] for c in gate["candidates"]] == ["fp32", "int8", "int8-per-tensor"]
     assert gate["pytorch_f1"] == 1.0 and gate["candidates"][0]["f1"] == 1.0 and gate["candidates"][1]["f1"] == 0.0
 
 
@@ -177,3 +177,29 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
     words = [s.tokens for s in sents] + [[w for s in sents[:6] for w in s.tokens]]  # the last one needs windows
     fn, _, _, _ = load_predictor(folder)
     assert [r["tags"] for r in Tagger.load(tmp_path / "e").tag_words(words)] == fn(words)
+
+
+def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
+    """int8 covers the MatMuls with a weight matrix (per-channel scales) and the embedding tables; the attention
+    products of two activations stay fp32 MatMuls."""
+    import onnx
+    from onnx import numpy_helper
+
+    from nerdistil.student.export import export_encoder, quantize_encoder, weight_matmuls
+
+    fp32 = export_encoder(tiny_distilled, tmp_path / "work")
+    weights, activations = weight_matmuls(fp32)
+    assert weights and activations  # the tiny BERT has both kinds
+    for per_channel in (True, False):
+        graph = onnx.load(str(quantize_encoder(tmp_path / "work", per_channel))).graph
+        inits = {i.name: i for i in graph.initializer}
+        fp32_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+        assert sorted(fp32_matmuls) == sorted(activations)  # the weighted ones are all quantized
+        assert not any(n.input[1] in inits for n in graph.node if n.op_type == "MatMul")
+        int_weights = [i for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+                       and len(i.dims) == 2]  # fmt: skip
+        assert len(int_weights) >= len(weights) + 1  # + the word embedding table
+        # the weight's zero point: one per output column with per-channel weights, one per matrix without
+        zero_points = [numpy_helper.to_array(inits[n.input[3]]) for n in graph.node if n.op_type == "MatMulInteger"]
+        assert len(zero_points) == len(weights)
+        assert {z.size > 1 for z in zero_points} == {per_channel}
