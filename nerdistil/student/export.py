@@ -2,8 +2,8 @@
 
 The student is exported by Optimum (``input_ids``, ``attention_mask`` -> ``logits``), the decoder of
 ``nerdistil.student.onnx_decoder`` (word gather, log-softmax, BIO-constrained Viterbi) is joined to it with
-``onnx.compose``, and each candidate graph (fp32, dynamic int8 with per-channel weights, int8 with per-tensor weights) is
-scored against the PyTorch student on the same sentences before one is kept: the quality gate.
+``onnx.compose``, and each candidate graph (fp32, dynamic int8 with per-channel weights, int8 with per-tensor
+weights) is scored against the PyTorch student on the same sentences before one is kept: the quality gate.
 The folder is self-contained for ``nerdistil.runtime.Tagger``: ``model.onnx``, ``tokenizer.json``
 and ``nerdistil.json`` (labels, tokenizer settings, the source's SHA-256, the gate's measurements).
 """
