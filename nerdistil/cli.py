@@ -181,8 +181,8 @@ def export_cmd(
     student: Annotated[Path, Argument(help="A `distil` or `finetune` output folder.")],
     out: Annotated[Path, Option(help="Export folder to write (atomically): model.onnx, tokenizer, nerdistil.json.")],
     quantize: Annotated[str, Option(help="none: fp32; int8: dynamic int8 (per-channel weights), an error (exit 2) "
-        "if it loses more than --max-f1-drop; auto: int8, else int8 with per-tensor weights, else fp32, whichever first passes "
-        "the gate.")] = "auto",
+        "if it loses more than --max-f1-drop; auto: int8, else int8 with per-tensor weights, else fp32, whichever "
+        "first passes the gate.")] = "auto",
     corpus: Annotated[OPath, Option(help="CoNLL file with gold tags for the gate (default: the student's dev "
         "set).")] = None,
     max_f1_drop: Annotated[float, Option(help="Largest entity-F1 loss against the PyTorch student an int8 graph may "
