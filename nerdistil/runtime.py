@@ -48,17 +48,18 @@ class WordTokenizer:
         self.tok = Tokenizer.from_file(str(path))
         self.tok.no_padding()
         self.tok.no_truncation()
+        self._truncate: int | None = None  # the tokenizer's truncation length now (setting it costs as much as encoding)
         self.model_max_length, self.unk_token, self.pad_token_id = model_max_length, unk_token, pad_token_id
 
     def __call__(self, words: list[str], is_split_into_words: bool = True, truncation: bool = False,
                  max_length: int | None = None) -> _Encoding:  # fmt: skip
         """Encode pre-split words with special tokens (truncated to ``max_length`` when asked)."""
-        if truncation and max_length:
-            self.tok.enable_truncation(max_length)
-        else:
-            self.tok.no_truncation()
+        want = max_length if truncation and max_length else None
+        if want != self._truncate:
+            self.tok.enable_truncation(want) if want else self.tok.no_truncation()
+            self._truncate = want
         e = self.tok.encode(words, is_pretokenized=True, add_special_tokens=True)
-        return _Encoding(list(e.ids), list(e.word_ids))
+        return _Encoding(e.ids, e.word_ids)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """Special tokens the post-processor adds around one sequence (two for BERT's [CLS] ... [SEP])."""
