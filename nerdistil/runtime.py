@@ -48,7 +48,7 @@ class WordTokenizer:
         self.tok = Tokenizer.from_file(str(path))
         self.tok.no_padding()
         self.tok.no_truncation()
-        self._truncate: int | None = None  # the tokenizer's truncation length now (setting it costs as much as encoding)
+        self._truncate: int | None = None  # truncation length set now (setting it costs about one encode)
         self.model_max_length, self.unk_token, self.pad_token_id = model_max_length, unk_token, pad_token_id
 
     def __call__(self, words: list[str], is_split_into_words: bool = True, truncation: bool = False,
