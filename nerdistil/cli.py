@@ -23,7 +23,7 @@ from typer import Argument, Option
 from nerdistil import show
 from nerdistil.errors import UserError
 from nerdistil.runio import check_file_out, write_json, write_text
-from nerdistil.settings import OVERWRITE, DataConfig, LMConfig, StudentConfig, TeachConfig, help_of
+from nerdistil.settings import LM_EVAL_WORDS, OVERWRITE, DataConfig, LMConfig, StudentConfig, TeachConfig, help_of
 
 app = typer.Typer(
     help="Distil Flair NER teachers (BiLSTM-CRF) into fast transformer students, for tweets.",
@@ -302,7 +302,7 @@ def lm_eval(
     model: Annotated[list[str], Option(help="Masked LM (name, folder, minilm); repeat to compare models.")],
     corpus: Annotated[OPath, Option(help="Held-out tweets for masked-LM perplexity.")] = None,
     words: Annotated[str, Option(help="Comma-separated words whose embedding neighbours are listed.")] = ",".join(
-        __import__("nerdistil.lm.evaluate", fromlist=["DEFAULT_WORDS"]).DEFAULT_WORDS),
+        LM_EVAL_WORDS),
     k: Annotated[int, Option(help="Neighbours per word.")] = 10,
     seed: Annotated[int, Option(help="Masking seed: every model is scored on the same masks.")] = 0,
     json_out: Annotated[OPath, Option("--json", help="Write the report as JSON here.")] = None,

@@ -83,7 +83,12 @@ def _items(path: Path, input_format: str) -> Iterator[tuple[int, str | list[str]
 
 def _write(f, item: dict, line: int, fmt: str) -> None:
     if fmt == "jsonl":
-        f.write(json.dumps(strict({"line": line, **item}), ensure_ascii=False, allow_nan=False) + "\n")
+        row = {"line": line, **item}
+        try:  # plain floats and finite scores, the usual case: no walk over the row
+            text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # NumPy scalars, NaN or inf: made strict JSON
+            text = json.dumps(strict(row), ensure_ascii=False, allow_nan=False)
+        f.write(text + "\n")
     else:
         for w, t in zip(item["words"], item["tags"]):
             f.write(f"{w}\t{t}\n")

@@ -16,6 +16,7 @@ SEED = "Random seed."
 DEVICE = "Where to run: auto (a GPU when torch sees one, else the CPU), cpu or cuda (under torchrun: cuda:LOCAL_RANK)."
 MIXED = "Mixed precision of the training loop (Accelerate): no, fp16 or bf16."
 OVERWRITE = "Replace a finished --out."
+LM_EVAL_WORDS = ("ma", "me", "lmao", "gonna", "lol", "u", "omg", "tonight", "game", "love")  # lm-eval --words
 RESUME = "Continue an interrupted run (same --out) from its last checkpoint."
 CHECKPOINT_EVERY = "Also checkpoint every N optimiser steps (always at epoch ends)."
 

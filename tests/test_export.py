@@ -203,3 +203,19 @@ def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
         zero_points = [numpy_helper.to_array(inits[n.input[3]]) for n in graph.node if n.op_type == "MatMulInteger"]
         assert len(zero_points) == len(weights)
         assert {z.size > 1 for z in zero_points} == {per_channel}
+
+
+def test_predict_with_an_export_never_imports_torch(exported, tmp_path):
+    """`nerdistil predict EXPORT_DIR` is the deployed path: the CLI starts without torch (about 3 s of imports)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_text("Obama visits London\n@john loves Google\n")
+    code = ("import sys\nfrom nerdistil.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")  # fmt: skip
+    args = [sys.executable, "-c", code, "predict", str(exported), "--input", str(src), "--output", str(tmp_path / "o")]
+    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
+    assert len((tmp_path / "o").read_text().splitlines()) == 2

@@ -7,7 +7,7 @@ from itertools import combinations
 
 import torch
 
-DEFAULT_WORDS = ("ma", "me", "lmao", "gonna", "lol", "u", "omg", "tonight", "game", "love")
+from nerdistil.settings import LM_EVAL_WORDS as DEFAULT_WORDS
 
 
 def neighbours(model, tokenizer, word: str, k: int = 10) -> list[tuple[str, float]]:
