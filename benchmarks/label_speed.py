@@ -66,8 +66,24 @@ def main() -> None:
     for precision in args.precisions:
         run = out / f"labelled_{precision}"
         t0 = time.perf_counter()
-        nerdistil("teach", "--teacher", args.teacher, "--trust-teacher", "--corpus", corpus, "--unlabeled", tweets,
-                  "--pretokenized", "--out", run, "--device", "cpu", "--mixed-precision", precision, "--overwrite")
+        nerdistil(
+            "teach",
+            "--teacher",
+            args.teacher,
+            "--trust-teacher",
+            "--corpus",
+            corpus,
+            "--unlabeled",
+            tweets,
+            "--pretokenized",
+            "--out",
+            run,
+            "--device",
+            "cpu",
+            "--mixed-precision",
+            precision,
+            "--overwrite",
+        )
         wall = time.perf_counter() - t0
         report = json.loads((run / "report.json").read_text())
         n = report["soft_labels"]["splits"]["unlabeled"]
@@ -91,8 +107,9 @@ def main() -> None:
         agree = f"{r['tag_agreement']:.4%}" if "tag_agreement" in r else "-"
         lines.append(f"| {'fp32' if p == 'no' else p} | {r['label_seconds']:.1f} | {r['tweets_per_s']:.0f} | "
                      f"{r['test_f1']:.4f} | {diff} | {agree} |")  # fmt: skip
-    update_section("benchmarks/RESULTS.md", "label-speed", "Labelling speed on the CPU: fp32 and bf16",
-                   "\n".join(lines))
+    update_section(
+        "benchmarks/RESULTS.md", "label-speed", "Labelling speed on the CPU: fp32 and bf16", "\n".join(lines)
+    )
     print("\n".join(lines))
 
 
