@@ -181,28 +181,35 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
 
 def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
     """int8 covers the MatMuls with a weight matrix (per-channel scales) and the embedding tables; the attention
-    products of two activations stay fp32 MatMuls."""
+    products of two activations stay fp32 MatMuls. The same with attention fused into ONNX Runtime's kernels."""
     import onnx
     from onnx import numpy_helper
 
-    from nerdistil.student.export import export_encoder, quantize_encoder, weight_matmuls
+    from nerdistil.student.export import export_encoder, quantize_encoder
 
-    fp32 = export_encoder(tiny_distilled, tmp_path / "work")
-    weights, activations = weight_matmuls(fp32)
-    assert weights and activations  # the tiny BERT has both kinds
-    for per_channel in (True, False):
-        graph = onnx.load(str(quantize_encoder(tmp_path / "work", per_channel))).graph
-        inits = {i.name: i for i in graph.initializer}
-        fp32_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
-        assert sorted(fp32_matmuls) == sorted(activations)  # the weighted ones are all quantized
-        assert not any(n.input[1] in inits for n in graph.node if n.op_type == "MatMul")
-        int_weights = [i for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-                       and len(i.dims) == 2]  # fmt: skip
-        assert len(int_weights) >= len(weights) + 1  # + the word embedding table
-        # the weight's zero point: one per output column with per-channel weights, one per matrix without
-        zero_points = [numpy_helper.to_array(inits[n.input[3]]) for n in graph.node if n.op_type == "MatMulInteger"]
-        assert len(zero_points) == len(weights)
-        assert {z.size > 1 for z in zero_points} == {per_channel}
+    for fuse in (False, True):
+        encoder = export_encoder(tiny_distilled, tmp_path / f"work{fuse}", fuse)
+        graph = onnx.load(str(encoder)).graph
+        names = {i.name for i in graph.initializer}
+        matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+        activations = sorted(n.name for n in matmuls if n.input[1] not in names)
+        n_weights = len(matmuls) - len(activations)
+        if fuse:  # the tiny BERT is fused: attention is one kernel a layer, its products inside it
+            assert [n for n in graph.node if n.op_type == "Attention"] and not activations
+        else:
+            assert n_weights and activations
+        for per_channel in (True, False):
+            graph = onnx.load(str(quantize_encoder(encoder, per_channel))).graph
+            inits = {i.name: i for i in graph.initializer}
+            assert sorted(n.name for n in graph.node if n.op_type == "MatMul") == activations  # weighted: all int8
+            assert not any(n.op_type == "Attention" for n in graph.node)  # fused attention: QAttention
+            int_weights = [i for i in graph.initializer if len(i.dims) == 2
+                           and i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]  # fmt: skip
+            assert len(int_weights) >= n_weights + 1  # + the word embedding table
+            # each weight's zero point: one per output column with per-channel weights, one per matrix without
+            zero_points = [numpy_helper.to_array(inits[n.input[3]]) for n in graph.node if n.op_type == "MatMulInteger"]
+            assert len(zero_points) == n_weights
+            assert {z.size > 1 for z in zero_points} == {per_channel}
 
 
 def test_predict_with_an_export_never_imports_torch(exported, tmp_path):

@@ -25,6 +25,7 @@ from nerdistil.runtime import CONFIG, FORMAT, MODEL, Tagger
 
 log = logging.getLogger(__name__)
 QUANTIZE = ("none", "int8", "auto")
+FUSE = False  # fuse attention into ONNX Runtime's transformer kernels before quantizing (measured: see RESULTS.md)
 WINDOW_RULE = ("a sentence whose subwords exceed max_length is cut into consecutive windows of whole words, each "
                "within the limit (a single word longer than the limit keeps its first subwords); each window is "
                "decoded on its own and every word is tagged exactly once")  # fmt: skip
@@ -63,49 +64,54 @@ def sha256_folder(folder: Path) -> str:
     return h.hexdigest()
 
 
-def export_encoder(student: Path, work: Path) -> Path:
-    """Optimum's ONNX export of the student (fp32): ``work/model.onnx``."""
+def export_encoder(student: Path, work: Path, fuse: bool = False) -> Path:
+    """Optimum's ONNX export of the student (fp32): ``work/model.onnx``.
+
+    With ``fuse``, Optimum's ORTOptimizer also fuses each layer's attention, its GELU and layer norms into ONNX
+    Runtime's transformer kernels (``work/fused/model_optimized.onnx``), where it knows the architecture; for one it
+    does not know, the plain graph is used.
+    """
     try:
         from optimum.onnxruntime import ORTModelForTokenClassification
     except ImportError:
         raise UserError("export needs Optimum and ONNX Runtime: pip install 'nerdistil[onnx]'") from None
     ORTModelForTokenClassification.from_pretrained(student, export=True).save_pretrained(work)
-    return work / "model.onnx"
+    if not fuse:
+        return work / "model.onnx"
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    try:
+        ORTOptimizer.from_pretrained(work, file_names=["model.onnx"]).optimize(
+            save_dir=work / "fused", optimization_config=OptimizationConfig(optimization_level=1)
+        )
+    except (KeyError, NotImplementedError, ValueError) as e:  # an architecture without ORT's fusions
+        log.info("no transformer fusion for this student (%s); exporting the plain graph", e)
+        return work / "model.onnx"
+    return work / "fused" / "model_optimized.onnx"
 
 
-def weight_matmuls(model_file: Path) -> tuple[list[str], list[str]]:
-    """(MatMul nodes whose second input is a stored weight, the other MatMul nodes) of an ONNX graph."""
-    import onnx
-
-    graph = onnx.load(str(model_file), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
-    return [n.name for n in matmuls if n.input[1] in weights], [n.name for n in matmuls if n.input[1] not in weights]
-
-
-def quantize_encoder(work: Path, per_channel: bool) -> Path:
-    """Dynamic int8 quantization of ``work/model.onnx``: weights int8, activations quantized on the fly.
+def quantize_encoder(encoder: Path, per_channel: bool) -> Path:
+    """Dynamic int8 quantization of the encoder graph: weights int8, activations quantized on the fly.
 
     Only what holds a weight is quantized: the MatMuls with a stored weight matrix (per output channel with
-    ``per_channel``) and the embedding tables (Gather). The attention MatMuls, activation times activation, stay
-    fp32: quantizing both their inputs on the fly cost the most agreement with the PyTorch student for no speed at
-    tweet lengths (benchmarks/RESULTS.md, export-latency). The kernels follow the CPU (``bench.int8_kernels``).
+    ``per_channel``), fused attention's projections and the embedding tables (Gather). The attention products of
+    two activations stay fp32: quantizing both their inputs on the fly cost the most agreement with the PyTorch
+    student (benchmarks/RESULTS.md, export-latency). ONNX Runtime's quantizer, with the weight type of Optimum's
+    preset for this CPU (``bench.int8_kernels``: signed int8 weights for VNNI/AVX-512/ARM, unsigned for AVX2).
     """
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from nerdistil.bench import int8_kernels
 
-    _, activations = weight_matmuls(work / "model.onnx")
-    suffix = "per_channel" if per_channel else "per_tensor"
-    qconfig = getattr(AutoQuantizationConfig, int8_kernels())(
-        is_static=False, per_channel=per_channel, operators_to_quantize=["MatMul", "Gather"],
-        nodes_to_exclude=activations,
-    )  # fmt: skip
-    ORTQuantizer.from_pretrained(work, file_name="model.onnx").quantize(
-        save_dir=work / suffix, quantization_config=qconfig
-    )
-    return work / suffix / "model_quantized.onnx"
+    out = encoder.parent / f"int8_{'per_channel' if per_channel else 'per_tensor'}.onnx"
+    weights = QuantType.QUInt8 if int8_kernels() == "avx2" else QuantType.QInt8
+    quantize_dynamic(encoder, out, weight_type=weights, per_channel=per_channel,
+                     op_types_to_quantize=["MatMul", "Attention", "Gather"],
+                     extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False,
+                                    "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+    return out
 
 
 def compose(encoder: Path, labels: Sequence[str], out: Path) -> None:
@@ -215,7 +221,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 "add_prefix_space": bool(getattr(tokenizer, "add_prefix_space", False))}  # fmt: skip
     with staging(out, overwrite, inputs=[student, corpus]) as tmp:
         work = tmp / "work"
-        encoder = export_encoder(student, work)
+        encoder = export_encoder(student, work, FUSE)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))  # as loaded: prefix-space setting included
         meta = {"format": FORMAT, "labels": labels, "tokenizer": settings, "window_rule": WINDOW_RULE,
                 "outputs": {"tags": "int64 (batch, words): label ids of the best valid BIO path",
@@ -226,7 +232,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         plan = {"none": ["fp32"], "int8": ["fp32", "int8"], "auto": ["fp32", "int8", "int8-per-tensor"]}[quantize]
         tried: list[Candidate] = []
         for cand_name in plan:
-            src = encoder if cand_name == "fp32" else quantize_encoder(work, cand_name == "int8")
+            src = encoder if cand_name == "fp32" else quantize_encoder(encoder, cand_name == "int8")
             cand = Candidate(cand_name, f"model.{cand_name}.onnx")
             compose(src, labels, tmp / cand.file)
             shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
