@@ -226,3 +226,21 @@ def test_predict_with_an_export_never_imports_torch(exported, tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
     assert len((tmp_path / "o").read_text().splitlines()) == 2
+
+
+def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
+    """Batches hold one subword length each, so no tweet is padded: an int8 graph's dynamic activation scales never
+    see padding, and a tweet tags the same alone or beside tweets of other lengths."""
+    from nerdistil.runtime import Tagger
+    from nerdistil.student.export import run_export
+
+    meta = run_export(tiny_distilled, tmp_path / "int8", "int8", CORPUS / "dev.txt", max_f1_drop=1.0, draws=10)
+    assert meta["gate"]["chosen"] == "int8"
+    tagger = Tagger.load(tmp_path / "int8")
+    by_length = {len(tagger.tokenizer(s.tokens)["input_ids"]): s.tokens for s in read_conll(CORPUS / "test.txt")}
+    words = list(by_length.values())  # one tweet of each subword length
+    assert len(words) > 3
+    together = tagger.decode(words, batch_size=32)
+    alone = [tagger.decode([w]) for w in words]
+    assert together[0] == [t[0] for t, _ in alone]
+    assert together[1] == [s[0] for _, s in alone]  # the confidences too, bit for bit
