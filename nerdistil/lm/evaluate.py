@@ -7,7 +7,7 @@ from itertools import combinations
 
 import torch
 
-from nerdistil.settings import LM_EVAL_WORDS as DEFAULT_WORDS
+from nerdistil.settings import LM_EVAL_WORDS
 
 
 def neighbours(model, tokenizer, word: str, k: int = 10) -> list[tuple[str, float]]:
@@ -35,7 +35,7 @@ def overlap(a: Sequence[tuple[str, float]], b: Sequence[tuple[str, float]]) -> f
     return 100.0 * len({t for t, _ in a} & {t for t, _ in b}) / len(a)
 
 
-def run_lm_eval(models: Sequence[str], corpus: str | None, words: Sequence[str] = DEFAULT_WORDS, k: int = 10,
+def run_lm_eval(models: Sequence[str], corpus: str | None, words: Sequence[str] = LM_EVAL_WORDS, k: int = 10,
                 seed: int = 0, max_length: int = 128) -> dict:  # fmt: skip
     """Perplexity (same masks for every model), top-k neighbours per word, pairwise mean overlap."""
     from nerdistil.lm.preprocess import read_tweets

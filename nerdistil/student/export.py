@@ -25,7 +25,6 @@ from nerdistil.runtime import CONFIG, FORMAT, MODEL, Tagger
 
 log = logging.getLogger(__name__)
 QUANTIZE = ("none", "int8", "auto")
-FUSE = False  # fuse attention into ONNX Runtime's transformer kernels before quantizing (measured: see RESULTS.md)
 WINDOW_RULE = ("a sentence whose subwords exceed max_length is cut into consecutive windows of whole words, each "
                "within the limit (a single word longer than the limit keeps its first subwords); each window is "
                "decoded on its own and every word is tagged exactly once")  # fmt: skip
@@ -221,7 +220,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 "add_prefix_space": bool(getattr(tokenizer, "add_prefix_space", False))}  # fmt: skip
     with staging(out, overwrite, inputs=[student, corpus]) as tmp:
         work = tmp / "work"
-        encoder = export_encoder(student, work, FUSE)
+        encoder = export_encoder(student, work)  # not fused: no faster (benchmarks/int8_recipes.py)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))  # as loaded: prefix-space setting included
         meta = {"format": FORMAT, "labels": labels, "tokenizer": settings, "window_rule": WINDOW_RULE,
                 "outputs": {"tags": "int64 (batch, words): label ids of the best valid BIO path",

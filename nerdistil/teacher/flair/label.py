@@ -153,6 +153,51 @@ def _release_freed_heap() -> None:
         trim(0)
 
 
+def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, kind: str,
+                      decode_probs: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:  # fmt: skip
+    """One batch's soft labels over the teacher's tags (B, T, K), the same at T = 1 (``marg1``), and its paths."""
+    if tagger.use_crf:
+        features, lengths, transitions = scores
+        features, transitions = features.float(), transitions.float()  # autocast may give fp16
+        scores = (features, lengths, transitions)  # Viterbi below decodes the fp32 scores too
+        stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
+        start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
+        marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
+        marg1 = marg
+        if decode_probs and temperature != 1:  # a second forward-backward only when asked for
+            marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
+        decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
+        paths = [[tag for tag, _ in sent] for sent in decoded]
+    else:
+        flat = torch.softmax(scores / temperature, dim=-1)
+        flat1 = torch.softmax(scores, dim=-1) if decode_probs else flat
+        marg = torch.zeros(len(batch), int(max(lengths)), flat.shape[-1])
+        marg1 = torch.zeros_like(marg) if decode_probs else marg
+        paths, offset = [], 0
+        for b, n in enumerate(lengths.tolist()):
+            marg[b, :n] = flat[offset : offset + n]
+            if decode_probs:
+                marg1[b, :n] = flat1[offset : offset + n]
+            paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
+            offset += n
+    if kind == "flair" and tagger.use_crf:
+        _, all_tags = tagger.viterbi_decoder.decode(scores, True, batch)
+        marg = torch.zeros_like(marg)
+        for b, sent in enumerate(all_tags):
+            for t, dist in enumerate(sent):
+                for lab in dist:
+                    marg[b, t, tagger.label_dictionary.get_idx_for_item(lab.value)] = float(lab.score)
+        marg = marg.clamp_min(1e-30) ** (1.0 / temperature) * (marg > 0)
+        marg = marg / marg.sum(-1, keepdim=True).clamp_min(1e-30)
+    elif kind == "hard":
+        index = {tag: k for k, tag in enumerate(teacher_tags(tagger))}
+        marg = torch.zeros_like(marg)
+        for b, path in enumerate(paths):
+            for t, tag in enumerate(path):
+                marg[b, t, index[tag]] = 1.0
+    return marg, marg1, paths
+
+
 def _label_batches(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
     batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
@@ -179,45 +224,7 @@ def _label_batches(
             # the CRF, its posteriors and the projection in fp32 even under --mixed-precision (autocast would
             # run their matmuls in fp16/bf16)
             with torch.autocast(sentence_tensor.device.type, enabled=False):
-                if tagger.use_crf:
-                    features, lengths, transitions = scores
-                    features, transitions = features.float(), transitions.float()  # autocast may give fp16
-                    scores = (features, lengths, transitions)  # Viterbi below decodes the fp32 scores too
-                    stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
-                    start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
-                    marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
-                    marg1 = marg
-                    if decode_probs and temperature != 1:  # a second forward-backward only when asked for
-                        marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
-                    decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
-                    paths = [[tag for tag, _ in sent] for sent in decoded]
-                else:
-                    flat = torch.softmax(scores / temperature, dim=-1)
-                    flat1 = torch.softmax(scores, dim=-1) if decode_probs else flat
-                    marg = torch.zeros(len(batch), int(max(lengths)), flat.shape[-1])
-                    marg1 = torch.zeros_like(marg) if decode_probs else marg
-                    paths, offset = [], 0
-                    for b, n in enumerate(lengths.tolist()):
-                        marg[b, :n] = flat[offset : offset + n]
-                        if decode_probs:
-                            marg1[b, :n] = flat1[offset : offset + n]
-                        paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
-                        offset += n
-                if kind == "flair" and tagger.use_crf:
-                    _, all_tags = tagger.viterbi_decoder.decode(scores, True, batch)
-                    marg = torch.zeros_like(marg)
-                    for b, sent in enumerate(all_tags):
-                        for t, dist in enumerate(sent):
-                            for lab in dist:
-                                marg[b, t, tagger.label_dictionary.get_idx_for_item(lab.value)] = float(lab.score)
-                    marg = marg.clamp_min(1e-30) ** (1.0 / temperature) * (marg > 0)
-                    marg = marg / marg.sum(-1, keepdim=True).clamp_min(1e-30)
-                elif kind == "hard":
-                    index = {tag: k for k, tag in enumerate(teacher_tags(tagger))}
-                    marg = torch.zeros_like(marg)
-                    for b, path in enumerate(paths):
-                        for t, tag in enumerate(path):
-                            marg[b, t, index[tag]] = 1.0
+                marg, marg1, paths = _batch_posteriors(tagger, scores, lengths, batch, temperature, kind, decode_probs)
                 probs = project(marg, proj).cpu().numpy()
                 probs1 = project(marg1, proj).cpu().numpy() if decode_probs else None
             for b, i in enumerate(idx):
