@@ -48,6 +48,23 @@ def test_exported_tags_equal_the_pytorch_student(exported, tiny_distilled, tmp_p
     assert gate["candidates"][0]["word_agreement"] == 1.0 and abs(gate["candidates"][0]["drop"]) < 1e-9
 
 
+def test_fused_export_is_recorded_and_no_fuse_keeps_standard_ops(exported, tiny_distilled, tmp_path):
+    """The default export fuses the encoder into ONNX Runtime's transformer kernels (com.microsoft ops) and still
+    tags exactly as PyTorch; ``fuse=False`` keeps every node a standard ai.onnx op, for other ONNX runtimes."""
+    import onnx
+
+    from nerdistil.student.export import run_export
+
+    def domains(folder: Path) -> set[str]:
+        return {n.domain or "ai.onnx" for n in onnx.load(str(folder / "model.onnx")).graph.node}
+
+    meta = json.loads((exported / "nerdistil.json").read_text())
+    assert meta["fused"] is True and "com.microsoft" in domains(exported)
+    plain = run_export(tiny_distilled, tmp_path / "plain", "none", CORPUS / "dev.txt", draws=10, fuse=False)
+    assert plain["fused"] is False and domains(tmp_path / "plain") == {"ai.onnx"}
+    assert plain["gate"]["candidates"][0]["word_agreement"] == 1.0
+
+
 def test_tag_raw_tweets_offsets_slice_the_text(exported):
     from nerdistil.runtime import Tagger
 
@@ -180,8 +197,9 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
 
 
 def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
-    """int8 covers the MatMuls with a weight matrix (per-channel scales) and the embedding tables; the attention
-    products of two activations stay fp32 MatMuls. The same with attention fused into ONNX Runtime's kernels."""
+    """int8 covers the MatMuls with a weight matrix (per-channel scales) and the embedding tables unless told not to;
+    the attention products of two activations stay fp32 MatMuls. The same with attention fused into ONNX Runtime's
+    kernels."""
     import onnx
     from onnx import numpy_helper
 
@@ -194,18 +212,23 @@ def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
         matmuls = [n for n in graph.node if n.op_type == "MatMul"]
         activations = sorted(n.name for n in matmuls if n.input[1] not in names)
         n_weights = len(matmuls) - len(activations)
+        n_attention = sum(n.op_type == "Attention" for n in graph.node)  # fused: one q/k/v weight matrix each
         if fuse:  # the tiny BERT is fused: attention is one kernel a layer, its products inside it
             assert [n for n in graph.node if n.op_type == "Attention"] and not activations
         else:
             assert n_weights and activations
-        for per_channel in (True, False):
-            graph = onnx.load(str(quantize_encoder(encoder, per_channel))).graph
+        for per_channel, embeddings in ((True, True), (False, True), (True, False)):
+            graph = onnx.load(str(quantize_encoder(encoder, per_channel, embeddings))).graph
             inits = {i.name: i for i in graph.initializer}
             assert sorted(n.name for n in graph.node if n.op_type == "MatMul") == activations  # weighted: all int8
             assert not any(n.op_type == "Attention" for n in graph.node)  # fused attention: QAttention
             int_weights = [i for i in graph.initializer if len(i.dims) == 2
                            and i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]  # fmt: skip
-            assert len(int_weights) >= n_weights + 1  # + the word embedding table
+            tables = [inits[n.input[0]] for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]
+            float_tables = [t for t in tables if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2]
+            # the embedding tables (word, position, type): int8 unless told not to
+            assert len(int_weights) == n_weights + n_attention + (len(tables) if embeddings else 0)
+            assert len(float_tables) == (0 if embeddings else len(tables)) and tables
             # each weight's zero point: one per output column with per-channel weights, one per matrix without
             zero_points = [numpy_helper.to_array(inits[n.input[3]]) for n in graph.node if n.op_type == "MatMulInteger"]
             assert len(zero_points) == n_weights

@@ -90,13 +90,14 @@ def export_encoder(student: Path, work: Path, fuse: bool = False) -> Path:
     return work / "fused" / "model_optimized.onnx"
 
 
-def quantize_encoder(encoder: Path, per_channel: bool) -> Path:
+def quantize_encoder(encoder: Path, per_channel: bool, embeddings: bool = True) -> Path:
     """Dynamic int8 quantization of the encoder graph: weights int8, activations quantized on the fly.
 
     Only what holds a weight is quantized: the MatMuls with a stored weight matrix (per output channel with
-    ``per_channel``), fused attention's projections and the embedding tables (Gather). The attention products of
-    two activations stay fp32: quantizing both their inputs on the fly cost the most agreement with the PyTorch
-    student (benchmarks/RESULTS.md, export-latency). ONNX Runtime's quantizer, with the weight type of Optimum's
+    ``per_channel``), fused attention's projections and, with ``embeddings``, the embedding tables (Gather, one
+    scale a table: keeping them fp32 measured the same agreement with fp32 at 2.5x the file, benchmarks/RESULTS.md
+    "int8 recipes"). The attention products of two activations stay fp32: quantizing both their inputs on the fly
+    cost the most agreement with the PyTorch student. ONNX Runtime's quantizer, with the weight type of Optimum's
     preset for this CPU (``bench.int8_kernels``: signed int8 weights for VNNI/AVX-512/ARM, unsigned for AVX2).
     """
     import onnx
@@ -104,10 +105,11 @@ def quantize_encoder(encoder: Path, per_channel: bool) -> Path:
 
     from nerdistil.bench import int8_kernels
 
-    out = encoder.parent / f"int8_{'per_channel' if per_channel else 'per_tensor'}.onnx"
+    scales = "per_channel" if per_channel else "per_tensor"
+    out = encoder.parent / f"int8_{scales}{'' if embeddings else '_fp32_tables'}.onnx"
     weights = QuantType.QUInt8 if int8_kernels() == "avx2" else QuantType.QInt8
     quantize_dynamic(encoder, out, weight_type=weights, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul", "Attention", "Gather"],
+                     op_types_to_quantize=["MatMul", "Attention"] + (["Gather"] if embeddings else []),
                      extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False,
                                     "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
     return out
@@ -196,8 +198,13 @@ def _p50_batch1(tagger: Tagger, words: list[list[str]], n: int = 60) -> float:
 
 def run_export(student: str | Path, out: str | Path, quantize: str = "auto", corpus: str | Path | None = None,
                max_f1_drop: float = 0.01, overwrite: bool = False, draws: int = 1000,
-               seed: int = 13) -> dict:  # fmt: skip
-    """Export, gate and write the deployable folder; returns what ``nerdistil.json`` records."""
+               seed: int = 13, fuse: bool = True) -> dict:  # fmt: skip
+    """Export, gate and write the deployable folder; returns what ``nerdistil.json`` records.
+
+    ``fuse``: ONNX Runtime's transformer fusions in the graph (``export_encoder``), where Optimum knows the
+    architecture. They are com.microsoft ops, which every ONNX Runtime build has; ``fuse=False`` keeps the fp32
+    graph to standard ``ai.onnx`` ops for other runtimes.
+    """
     from nerdistil.metrics import entity_report
     from nerdistil.runio import check_out, staging, versions, write_json
     from nerdistil.tokclf import check_folder, load_classifier, predict
@@ -220,9 +227,11 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 "add_prefix_space": bool(getattr(tokenizer, "add_prefix_space", False))}  # fmt: skip
     with staging(out, overwrite, inputs=[student, corpus]) as tmp:
         work = tmp / "work"
-        encoder = export_encoder(student, work)  # not fused: no faster (benchmarks/int8_recipes.py)
+        # fused int8 measured 0-27% faster at batch 1 than plain, same agreement (benchmarks/int8_recipes.py)
+        encoder = export_encoder(student, work, fuse)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))  # as loaded: prefix-space setting included
         meta = {"format": FORMAT, "labels": labels, "tokenizer": settings, "window_rule": WINDOW_RULE,
+                "fused": encoder.parent.name == "fused",
                 "outputs": {"tags": "int64 (batch, words): label ids of the best valid BIO path",
                             "scores": "float32 (batch, words): softmax probability of each chosen tag"}}  # fmt: skip
         write_json(tmp / CONFIG, meta)
