@@ -119,10 +119,6 @@ class Tagger:
         self.tokenizer = WordTokenizer(folder / "tokenizer.json", tok["max_length"], tok["unk_token"],
                                        tok["pad_token_id"])  # fmt: skip
         self.max_length = int(tok["max_length"])
-        # ONNX Runtime's dynamic int8 scales each activation tensor over the whole batch, so in a batch a tweet's
-        # tags could depend on the tweets beside it: an int8 graph tags one window a run (a 13% lower rate at
-        # batch 32 than batching, measured in benchmarks/RESULTS.md "Deployed students")
-        self.one_window_a_run = bool(self.config.get("dynamic_int8", False))
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -154,14 +150,8 @@ class Tagger:
                 for tweet, sp, w, t, s in zip(tweets, spans, words, tags, scores)]  # fmt: skip
 
     def decode(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> tuple[list, list]:
-        """Word tags and confidences for every sentence, in order; empty sentences give empty lists.
-
-        Windows of one subword length are batched ``batch_size`` at a time, or one at a time for an int8 graph, so
-        a sentence's tags never depend on the other sentences it is decoded with.
-        """
+        """Word tags and confidences for every sentence, in order; empty sentences give empty lists."""
         from nerdistil.align import first_subword_positions, windows
-
-        batch_size = 1 if self.one_window_a_run else batch_size
 
         wins = [w for i, words in enumerate(sentences) if len(words)
                 for w in windows(self.tokenizer, list(words), i, None, self.max_length)]  # fmt: skip

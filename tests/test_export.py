@@ -251,25 +251,19 @@ def test_predict_with_an_export_never_imports_torch(exported, tmp_path):
     assert len((tmp_path / "o").read_text().splitlines()) == 2
 
 
-def test_int8_tags_do_not_depend_on_the_batch(tiny_distilled, tmp_path):
-    """Dynamic int8 scales each activation tensor over the whole batch, so an int8 export tags one window a run:
-    a tweet's tags and confidences are the same alone or beside any other tweets, of its length or not. An fp32
-    export batches windows of one subword length (no padding) and tags the same too."""
+def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
+    """Batches hold one subword length each, so no tweet is padded: an int8 graph's dynamic activation scales never
+    see padding, and a tweet tags the same alone or beside tweets of other lengths."""
     from nerdistil.runtime import Tagger
     from nerdistil.student.export import run_export
 
     meta = run_export(tiny_distilled, tmp_path / "int8", "int8", CORPUS / "dev.txt", max_f1_drop=1.0, draws=10)
-    assert meta["gate"]["chosen"] == "int8" and meta["dynamic_int8"] is True
-    words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
-    words += [w[::-1] for w in words]  # each length twice: the same words reversed tokenize to as many subwords
+    assert meta["gate"]["chosen"] == "int8"
     tagger = Tagger.load(tmp_path / "int8")
-    lengths = [len(tagger.tokenizer(w)["input_ids"]) for w in words]
-    assert len(set(lengths)) > 3 and all(lengths.count(n) == 2 for n in lengths)  # other lengths, and shared ones
-    for folder in (tmp_path / "int8", tmp_path / "fp32"):
-        if folder.name == "fp32":
-            assert run_export(tiny_distilled, folder, "none", CORPUS / "dev.txt", draws=10)["dynamic_int8"] is False
-        tagger = Tagger.load(folder)
-        together = tagger.decode(words, batch_size=32)
-        alone = [tagger.decode([w]) for w in words]
-        assert together[0] == [t[0] for t, _ in alone]
-        assert together[1] == [s[0] for _, s in alone]  # the confidences too, bit for bit
+    by_length = {len(tagger.tokenizer(s.tokens)["input_ids"]): s.tokens for s in read_conll(CORPUS / "test.txt")}
+    words = list(by_length.values())  # one tweet of each subword length
+    assert len(words) > 3
+    together = tagger.decode(words, batch_size=32)
+    alone = [tagger.decode([w]) for w in words]
+    assert together[0] == [t[0] for t, _ in alone]
+    assert together[1] == [s[0] for _, s in alone]  # the confidences too, bit for bit

@@ -243,8 +243,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
             src = encoder if cand_name == "fp32" else quantize_encoder(encoder, cand_name == "int8")
             cand = Candidate(cand_name, f"model.{cand_name}.onnx")
             compose(src, labels, tmp / cand.file)
-            shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL, and tags an int8 one a window a run
-            write_json(tmp / CONFIG, {**meta, "dynamic_int8": cand_name != "fp32"})
+            shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
             tagger = Tagger(tmp)
             pred, _ = tagger.decode(words)
             cand.f1 = entity_report(gold, pred)["f1"]
@@ -277,7 +276,6 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         else:
             decision = f"{chosen.name}: its F1 drop {chosen.drop:.4f} is within --max-f1-drop {max_f1_drop}"
         meta.update(
-            dynamic_int8=chosen.name != "fp32",
             source={"student": str(student.resolve()), "sha256": sha256_folder(student)},
             gate={"corpus": name, "sentences": len(words), "words": sum(map(len, words)), "pytorch_f1": ref_f1,
                   "max_f1_drop": max_f1_drop, "quantize": quantize, "bootstrap_draws": draws, "seed": seed,
