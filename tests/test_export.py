@@ -65,6 +65,28 @@ def test_fused_export_is_recorded_and_no_fuse_keeps_standard_ops(exported, tiny_
     assert plain["gate"]["candidates"][0]["word_agreement"] == 1.0
 
 
+def test_architecture_without_fusions_exports_plain(tiny_distilled, tmp_path):
+    """A student whose architecture Optimum cannot fuse (RoFormer) still exports: the plain graph, recorded as not
+    fused, tagging exactly as PyTorch."""
+    import torch
+    from transformers import AutoTokenizer, RoFormerConfig, RoFormerForTokenClassification
+
+    from nerdistil.student.export import run_export
+
+    tok = AutoTokenizer.from_pretrained(tiny_distilled)
+    id2label = json.loads((tiny_distilled / "config.json").read_text())["id2label"]
+    torch.manual_seed(0)
+    cfg = RoFormerConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=80, pad_token_id=tok.pad_token_id,
+                         id2label={int(k): v for k, v in id2label.items()},
+                         label2id={v: int(k) for k, v in id2label.items()})  # fmt: skip
+    student = tmp_path / "roformer"
+    RoFormerForTokenClassification(cfg).save_pretrained(student)
+    tok.save_pretrained(student)
+    meta = run_export(student, tmp_path / "e", "none", CORPUS / "dev.txt", draws=10)
+    assert meta["fused"] is False and meta["gate"]["candidates"][0]["word_agreement"] == 1.0
+
+
 def test_tag_raw_tweets_offsets_slice_the_text(exported):
     from nerdistil.runtime import Tagger
 
