@@ -125,9 +125,11 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
     lines = ["```", f"HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir {args.bench_dir}",
              "# which runs, after training and exporting:", "# nerdistil " + " ".join(cmd), "```", "",
              f"{report['n_sentences']} test tweets ({report['n_words']} words), the same for every model; "
-             f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores). End to end, words in and tags out; each "
-             "model in its own process. An export runs as deployed: `nerdistil.runtime.Tagger` (onnxruntime, "
-             "tokenizers, numpy; torch never imported in its process), the valid-BIO decoder inside the graph.", "",
+             f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores). End to end, words in and tags out; "
+             f"{report['repeats']} interleaved rounds, in each of which every model in turn is loaded in a fresh "
+             "process and makes one timed pass per batch size. An export runs as deployed: "
+             "`nerdistil.runtime.Tagger` (onnxruntime, tokenizers, numpy; torch never imported in its process), the "
+             "valid-BIO decoder inside the graph.", "",
              "| model | backend | batch | p50 ms | p90 ms | sentences/s | disk MB | peak RSS MB | speed-up vs teacher "
              "(p50) | test F1 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:

@@ -21,7 +21,9 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: $0 [--device cuda|cpu] [--smoke] [--out DIR]" >&2; exit 2 ;;
   esac
 done
-NERDISTIL=(python -m nerdistil)
+PY=${PYTHON:-python3}  # the GPU image has python3 (with torch), not always python
+NERDISTIL=("$PY" -m nerdistil)
+FAILED=()
 if [[ $SMOKE == 1 ]]; then
   CORPUS=tests/data/corpus
   TEACH=(--embeddings chars --epochs 1)
@@ -34,11 +36,14 @@ fi
 mkdir -p "$OUT"
 TIMES="$OUT/times.tsv"
 : > "$TIMES"
-step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the times file
+step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" (or FAILED) to the times file
   local name=$1; shift
   local t0; t0=$(date +%s.%N)
-  "$@"
-  echo -e "$name\t$(python -c "import sys; print(round($(date +%s.%N) - $t0, 1))")" >> "$TIMES"
+  if "$@"; then  # a failed step is reported and the others still run: one device session gives one table
+    echo -e "$name\t$("$PY" -c "print(round($(date +%s.%N) - $t0, 1))")" >> "$TIMES"
+  else
+    echo -e "$name\tFAILED" >> "$TIMES"; FAILED+=("$name")
+  fi
 }
 if [[ $SMOKE == 0 && ! -f "$CORPUS/train.txt" ]]; then
   step data "${NERDISTIL[@]}" data wnut16 "$CORPUS"
@@ -57,7 +62,7 @@ if [[ $DEVICE != cpu ]]; then
 fi
 step bench "${NERDISTIL[@]}" bench-latency --teacher "$OUT/teacher/teacher.pt" --student "$OUT/distil" \
   --corpus "$CORPUS/test.txt" --batch-sizes 1,32 --repeats 1 --device "$DEVICE" --json "$OUT/bench.json"
-python - "$OUT" <<'EOF'
+"$PY" - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
 
@@ -68,7 +73,7 @@ def report(name):
     return json.loads(f.read_text()) if f.is_file() else {}
 teacher, labelled = report("teacher"), report("labelled")
 rows = [("teach", times.get("teach"), "", teacher.get("scores", {}).get("test", {}).get("f1"))]
-n = labelled.get("soft_labels", {}).get("splits", {}).get("unlabeled", 0)
+n = sum(labelled.get("soft_labels", {}).get("splits", {}).values())  # the augmented tweets and the gold splits
 rate = f"{n / labelled['label_seconds']:.0f} tweets/s ({n:,} tweets)" if n and labelled.get("label_seconds") else ""
 rows.append(("label (teach --unlabeled)", times.get("label"), rate, None))
 for name in ("finetune", "distil", "distil_bf16"):
@@ -85,3 +90,4 @@ print(f"\n| step ({device}) | wall s | throughput | test F1 |\n|---|---|---|---|
 for name, secs, what, f1 in rows:
     print(f"| {name} | {secs or '-'} | {what} | {'-' if f1 is None else f'{f1:.4f}'} |")
 EOF
+if [[ ${#FAILED[@]} -gt 0 ]]; then echo "gpu.sh: failed steps: ${FAILED[*]}" >&2; exit 1; fi

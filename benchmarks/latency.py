@@ -86,8 +86,9 @@ def main() -> None:
         f"{report['machine']['threads']} threads on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
         f"torch {report['machine']['torch']}, onnxruntime {report['machine'].get('onnxruntime', '-')}. "
         "Latency is end to end, words in and tags out: tokenization, the forward pass and decoding are inside the "
-        "timing for teacher and students alike; each model runs in its own process (peak RSS is that process's). "
-        f"{report['repeats']} timed passes after {report['warmup_batches']} warm-up batches. Test F1 is entity-level "
+        f"timing for teacher and students alike. Models are timed in {report['repeats']} interleaved rounds: in each, "
+        "every model in turn is loaded in a fresh process (peak RSS is that process's) and makes one timed pass per "
+        f"batch size after {report['warmup_batches']} warm-up batches. Test F1 is entity-level "
         "micro F1 (seqeval) of that exact model and backend.",
         "",
         "| model | backend | padding | batch | p50 ms | p90 ms | p99 ms | sentences/s | params | disk MB | "

@@ -2,8 +2,11 @@
 
 Every model runs in its own fresh process (so peak memory figures do not mix), with the same
 sentences in the same order, from a list of words to a list of tags: tokenization, the forward
-pass and decoding are all inside the timing, for the teacher and the students alike. Warm-up
-batches run first; then ``repeats`` timed passes over the corpus with ``time.perf_counter``.
+pass and decoding are all inside the timing, for the teacher and the students alike. The models
+are timed in interleaved rounds: in each of ``repeats`` rounds every model, in turn, is loaded in a
+fresh process, runs a few warm-up batches and one timed pass over the corpus per batch size
+(``time.perf_counter``), so a shared machine's slow minutes fall on all of them alike instead of on
+whichever model ran then, and only one model is in memory at a time.
 """
 
 from __future__ import annotations
@@ -123,10 +126,13 @@ def fingerprint(sentences: list[list[str]]) -> str:
 
 
 def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
-            threads: int, repeats: int, warmup: int) -> list[dict]:  # fmt: skip
-    """Runs inside a fresh process: load, warm up, time every batch size, score once.
+            threads: int, warmup: int) -> dict:  # fmt: skip
+    """One round of one model, inside a fresh process: load, score, warm up and time one pass per batch size.
 
-    An export folder runs as deployed: the torch-free runtime, torch never imported in its process.
+    Test F1 is scored when ``gold`` is given; each batch size gets ``warmup`` untimed batches first. Returns
+    ``{"passes": [(batch size, seconds per batch, start, end)], ...}`` with ``time.monotonic`` at each pass's
+    start and end (the system-wide clock, so the parent can order passes across processes). An export folder
+    runs as deployed: the torch-free runtime, torch never imported in its process.
     """
     import contextlib
 
@@ -136,8 +142,6 @@ def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None
 
         torch.set_num_threads(threads)
     fn, params, disk = _load(spec, threads)
-    n_words = sum(len(s) for s in sentences)
-    rows = []
     f1 = None
     if gold is not None:
         from nerdistil.metrics import entity_report
@@ -146,25 +150,20 @@ def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None
         if any(len(p) != len(g) for p, g in zip(pred, gold)):
             raise RuntimeError(f"{spec.name}: a sentence got a different number of tags than words")
         f1 = entity_report(gold, pred)["f1"]
+    passes = []
     with contextlib.nullcontext() if deployed else torch.inference_mode():
         for bs in batch_sizes:
             batches = [sentences[i : i + bs] for i in range(0, len(sentences), bs)]
             for b in batches[:warmup]:
                 fn(b)
-            times = []
-            for _ in range(repeats):
-                for b in batches:
-                    t0 = time.perf_counter()
-                    fn(b)
-                    times.append(time.perf_counter() - t0)
-            rows.append({"model": spec.name, "backend": spec.backend, "batch_size": bs, "padding": spec.padding,
-                         **latency_stats(times, len(sentences) * repeats, n_words * repeats),
-                         "params": params, "disk_mb": disk / 2**20, "f1": f1,
-                         "sentences_sha256": fingerprint(sentences)})  # fmt: skip
-    peak = peak_rss_mb()
-    for r in rows:
-        r["peak_rss_mb"] = peak
-    return rows
+            times, start = [], time.monotonic()
+            for b in batches:
+                t0 = time.perf_counter()
+                fn(b)
+                times.append(time.perf_counter() - t0)
+            passes.append((bs, times, start, time.monotonic()))
+    return {"passes": passes, "params": params, "disk": disk, "f1": f1, "sha256": fingerprint(sentences),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def peak_rss_mb() -> float:
@@ -263,13 +262,38 @@ def machine(threads: int) -> dict:
 
 def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str]] | None, batch_sizes: list[int],
               threads: int, repeats: int = 3, warmup: int = 5) -> dict:  # fmt: skip
-    """Measure every spec in its own spawned process; add speed-ups against the teacher."""
-    results: list[dict] = []
+    """Measure every spec in interleaved rounds, each model's round in its own fresh process; add speed-ups.
+
+    Round r runs every model once, one after another (the first model rotating from round to round), so only one
+    model is ever in memory and the machine's slow minutes are shared out. Test F1 is scored in each model's first
+    round; peak RSS is the largest of its rounds.
+    """
     ctx = mp.get_context("spawn")
-    for spec in specs:
-        log.info("measuring %s (%s, %s padding) in a fresh process", spec.name, spec.backend, spec.padding)
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            results += pool.submit(measure, spec, sentences, gold, batch_sizes, threads, repeats, warmup).result()
+    times: dict[tuple[int, int], list[float]] = {}
+    info: dict[int, dict] = {}
+    schedule: list[dict] = []  # every timed pass, in the order run: which model, when
+    for r in range(repeats):
+        for k in range(len(specs)):
+            i = (r + k) % len(specs)
+            spec = specs[i]
+            log.info("round %d of %d: %s (%s, %s padding) in a fresh process", r + 1, repeats, spec.name,
+                     spec.backend, spec.padding)  # fmt: skip
+            with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                out = pool.submit(measure, spec, sentences, gold if i not in info else None, batch_sizes, threads,
+                                  warmup).result()  # fmt: skip
+            first = info.setdefault(i, out)
+            first["peak_rss_mb"] = max(first["peak_rss_mb"], out["peak_rss_mb"])
+            for bs, seconds, start, end in out["passes"]:
+                times.setdefault((i, bs), []).extend(seconds)
+                schedule.append({"batch_size": bs, "round": r + 1, "model": spec.name, "backend": spec.backend,
+                                 "padding": spec.padding, "start": start, "end": end})  # fmt: skip
+    n_words = sum(len(s) for s in sentences)
+    results = [{"model": spec.name, "backend": spec.backend, "batch_size": bs, "padding": spec.padding,
+                **latency_stats(times[i, bs], len(sentences) * repeats, n_words * repeats),
+                "params": info[i]["params"], "disk_mb": info[i]["disk"] / 2**20, "f1": info[i]["f1"],
+                "sentences_sha256": info[i]["sha256"], "peak_rss_mb": info[i]["peak_rss_mb"]}
+               for i, spec in enumerate(specs) for bs in batch_sizes]  # fmt: skip
+    t0 = schedule[0]["start"] if schedule else 0.0
     teacher = {
         r["batch_size"]: r["p50_ms"] for r in results if r["model"] == specs[0].name and specs[0].kind == "teacher"
     }
@@ -277,8 +301,11 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
         r["speedup_vs_teacher"] = teacher[r["batch_size"]] / r["p50_ms"] if r["batch_size"] in teacher else None
     return {"results": results, "machine": machine(threads), "specs": [asdict(s) for s in specs],
             "n_sentences": len(sentences), "n_words": sum(len(s) for s in sentences),
-            "timing": "end to end, words in -> tags out: tokenization, forward pass and decoding inside the timing",
-            "repeats": repeats, "warmup_batches": warmup}  # fmt: skip
+            "timing": "end to end, words in -> tags out: tokenization, forward pass and decoding inside the timing; "
+                      "models timed in interleaved rounds, one pass each in turn",
+            "repeats": repeats, "rounds": "interleaved", "warmup_batches": warmup,
+            "schedule": [{**x, "start": round(x["start"] - t0, 3), "end": round(x["end"] - t0, 3)}
+                         for x in schedule]}  # fmt: skip
 
 
 def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_sizes: str = "1,8,32",

@@ -250,8 +250,9 @@ def bench_latency(
         "old setup).")] = "dynamic",
     onnx: Annotated[bool, Option("--onnx", help="Also run students through ONNX Runtime, fp32 and dynamic int8 "
         "(Optimum).")] = False,
-    repeats: Annotated[int, Option(help="Timed passes over the corpus per batch size.")] = 3,
-    warmup: Annotated[int, Option(help="Untimed warm-up batches per batch size.")] = 5,
+    repeats: Annotated[int, Option(help="Timed rounds: in each, every model in turn is loaded and makes one "
+                                        "pass over the corpus per batch size.")] = 3,
+    warmup: Annotated[int, Option(help="Untimed warm-up batches before each timed pass.")] = 5,
     max_sentences: Annotated[OInt, Option(help="Use only the first N sentences.")] = None,
     json_out: Annotated[OPath, Option("--json", help="Write the results as JSON here.")] = None,
     plot_out: Annotated[OPath, Option("--plot", help="Write a PNG of latency against batch size.")] = None,

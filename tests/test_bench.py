@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import multiprocessing
+import shutil
 import sys
 
 import pytest
@@ -99,3 +101,42 @@ def test_run_bench_latency_builds_the_specs_and_checks_first(tiny_teacher, tiny_
                                                                ("student", "pytorch", "fixed:32")]  # fmt: skip
     assert (n, has_gold, sizes, threads, repeats, warmup) == (3, True, [2, 4], 1, 3, 5)
     assert json.loads((tmp_path / "b.json").read_text()) == report
+
+
+def test_a_model_failing_in_its_own_process_is_a_one_line_error(tiny_teacher, exported, corpus_dir, tmp_path, cli):
+    # the parent only sees nerdistil.json; the graph fails to load inside the measuring process, whose UserError
+    # must reach the user as one line (exit 2), leaving no process behind
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    (bad / "model.onnx").write_bytes(b"not onnx")
+    code, _, err = cli("bench-latency", "--teacher", tiny_teacher / "teacher.pt", "--student", bad, "--corpus",
+                       corpus_dir / "test.txt", "--batch-sizes", "1", "--repeats", "1", "--warmup", "0")  # fmt: skip
+    assert code == 2 and "model.onnx cannot be loaded" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not multiprocessing.active_children()
+
+
+def test_rounds_interleave_the_models(tiny_teacher, exported, corpus_dir):
+    # two models, two rounds, two batch sizes: each round loads every model in turn (the first one rotating) for one
+    # pass per batch size, never two passes at once; each row pools its model's two passes
+    specs = [bench.Spec("teacher", str(tiny_teacher / "teacher.pt"), "teacher"),
+             bench.Spec("export", str(exported), "student", "export")]  # fmt: skip
+    sents = read_conll(corpus_dir / "test.txt")
+    words, gold = [s.tokens for s in sents], [s.tags for s in sents]
+    report = bench.run_bench(specs, words, gold, [1, 4], threads=1, repeats=2, warmup=1)
+    passes = report["schedule"]
+    assert [(p["batch_size"], p["round"], p["model"]) for p in passes] == [
+        (1, 1, "teacher"), (4, 1, "teacher"), (1, 1, "export"), (4, 1, "export"),
+        (1, 2, "export"), (4, 2, "export"), (1, 2, "teacher"), (4, 2, "teacher")]  # fmt: skip
+    for a, b in zip(passes, passes[1:]):  # measured in the models' own processes: no overlap, in this order
+        assert a["start"] <= a["end"] <= b["start"]
+    rows = {(r["model"], r["batch_size"]): r for r in report["results"]}
+    assert set(rows) == {(m, b) for m in ("teacher", "export") for b in (1, 4)}
+    for (model, bs), r in rows.items():
+        spent = sum(p["end"] - p["start"] for p in passes if p["model"] == model and p["batch_size"] == bs)
+        # 2 passes over the corpus in the row's throughput; the per-batch times fit inside the passes' spans
+        assert 2 * len(words) / r["sentences_per_s"] <= spent + 1e-3
+        assert r["f1"] is not None and r["sentences_sha256"] == bench.fingerprint(words)
+    assert "interleaved" in report["timing"]
+    assert rows["export", 1]["speedup_vs_teacher"] == rows["teacher", 1]["p50_ms"] / rows["export", 1]["p50_ms"]
+    assert not multiprocessing.active_children()

@@ -3,7 +3,8 @@
 ``build_decoder`` returns a model that turns a token classifier's subword logits into the best *valid* BIO tag path
 per word, so an exported student (``nerdistil export``) can be merged with it (``onnx.compose.merge_models``) and
 served without Python-side decoding. The graph uses only standard ``ai.onnx`` ops (a forward ``Scan`` for the
-Viterbi recursion, a reverse ``Scan`` for backtracking) and runs on ONNX Runtime's CPU provider.
+Viterbi recursion, a reverse ``Scan`` for backtracking) and runs on ONNX Runtime's CPU provider. Rows are
+right-aligned before the Scans, so their bodies need no padding mask: five kernels a word forward, one back.
 """
 
 from __future__ import annotations
@@ -52,35 +53,33 @@ def _ints(g: _Graph, values: Sequence[int], hint: str) -> str:
     return g.const(np.asarray(values, dtype=np.int64), hint)
 
 
-def _viterbi_step(trans: np.ndarray) -> onnx.GraphProto:
-    """Scan body, one word: state score (B, K); inputs logp_t (B, K), mask_t (B, 1) bool; output backpointers (B, K).
+def _viterbi_step(trans: np.ndarray, opset: int) -> onnx.GraphProto:
+    """Scan body, one word: state score (B, K); input logp_t (B, K); output backpointers (B, K).
 
-    K = L + 1: the labels plus a virtual start label. Padding words (mask 0) keep the score and get identity
-    backpointers, so backtracking passes through them unchanged.
+    K = L + 1: the labels plus a virtual start label. Five kernels a word: the rows are right-aligned before the
+    Scan (``build_decoder``), so no step needs a padding mask.
     """
     K = trans.shape[0]
     g = _Graph("step/")
-    score, logp_t, mask_t = f"{PREFIX}step/score_in", f"{PREFIX}step/logp_t", f"{PREFIX}step/mask_t"
+    score, logp_t = f"{PREFIX}step/score_in", f"{PREFIX}step/logp_t"
     trans_c = g.const(trans, "transitions")  # (K, K) [from, to]: 0 or FORBIDDEN
     cand = g.op("Add", [g.op("Unsqueeze", [score, _ints(g, [2], "axis2")]), trans_c], "cand")  # (B, K, K)
-    back = g.op("ArgMax", [cand], "back", axis=1, keepdims=1)  # (B, 1, K): first best predecessor, as np.argmax
-    best = g.op("GatherElements", [cand, back], "best", axis=1)  # (B, 1, K)
-    axis1 = _ints(g, [1], "axis1")
-    new = g.op("Add", [g.op("Squeeze", [best, axis1]), logp_t], "new_score")  # (B, K)
-    score_out = g.op("Where", [mask_t, new, score], "score_out")  # (B, K)
-    identity = _ints(g, list(range(K)), "identity")  # (K,)
-    back_out = g.op("Where", [mask_t, g.op("Squeeze", [back, axis1]), identity], "back_out")  # (B, K)
+    back = g.op("ArgMax", [cand], "back", axis=1, keepdims=0)  # (B, K): first best predecessor, as np.argmax
+    if opset >= 18:  # ReduceMax took its axes as an attribute before opset 18, as an input since
+        best = g.op("ReduceMax", [cand, _ints(g, [1], "axis1")], "best", keepdims=0)  # (B, K)
+    else:
+        best = g.op("ReduceMax", [cand], "best", axes=[1], keepdims=0)
+    score_out = g.op("Add", [best, logp_t], "score_out")  # (B, K)
     return helper.make_graph(
         g.nodes,
         "viterbi_step",
         [
             helper.make_tensor_value_info(score, TensorProto.FLOAT, [None, K]),
             helper.make_tensor_value_info(logp_t, TensorProto.FLOAT, [None, K]),
-            helper.make_tensor_value_info(mask_t, TensorProto.BOOL, [None, 1]),
         ],
         [
             helper.make_tensor_value_info(score_out, TensorProto.FLOAT, [None, K]),
-            helper.make_tensor_value_info(back_out, TensorProto.INT64, [None, K]),
+            helper.make_tensor_value_info(back, TensorProto.INT64, [None, K]),
         ],
     )
 
@@ -133,13 +132,19 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
     L = len(labels)
     if L == 0:
         raise ValueError("no labels")
-    # K = L + 1 states: the labels and a virtual start label L that every row begins in and nothing returns to, so the
-    # forward Scan runs over all W >= 1 words (ONNX Runtime's Scan fails on a zero-length sequence)
+    # K = L + 1 states: the labels and a virtual start label L that every row begins in, so the forward Scan runs
+    # over all W >= 1 words (ONNX Runtime's Scan fails on a zero-length sequence). Rows are right-aligned: a row of
+    # n < W words first spends W - n padding steps in the start label (start -> start is allowed there, and only
+    # there: its log-prob column is 0 on padding steps and FORBIDDEN on real words, the labels' the other way
+    # round), so every row ends at the last step and the Scan body needs no mask
     K = L + 1
     trans = np.full((K, K), FORBIDDEN, dtype=np.float32)  # (K, K) [from, to]
     trans[:, :L] = np.where(bio_transitions(labels), 0.0, FORBIDDEN)  # row L = sentence start
-    init = np.full(K, FORBIDDEN, dtype=np.float32)  # (K,): in the start label before the first word
+    trans[L, L] = 0.0
+    init = np.full(K, FORBIDDEN, dtype=np.float32)  # (K,): in the start label before the first step
     init[L] = 0.0
+    pad_row = np.full(K, FORBIDDEN, dtype=np.float32)  # (K,): the log-probs of a padding step
+    pad_row[L] = 0.0
 
     g = _Graph("")
     logits, word_index, word_mask = "logits", "word_index", "word_mask"
@@ -152,26 +157,39 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
     logp = g.op("LogSoftmax", [word_logits], "logp", axis=2)  # (B, W, L)
     probs = g.op("Softmax", [word_logits], "probs", axis=2)  # (B, W, L)
 
-    # time-major for the Scans, with a 0 log-prob column for the start label
-    logp_k = g.op("Pad", [logp, _ints(g, [0, 0, 0, 0, 0, 1], "pads")], "logp_k", mode="constant")  # (B, W, K)
+    # right alignment: step j of row b is its word j - shift_b, shift_b = W - n_b (a padding step when negative)
+    w = g.op("Squeeze", [g.op("Slice", [shape_bw, one, _ints(g, [2], "two")]), zero], "w")  # () W
+    steps = g.op("Unsqueeze", [g.op("Range", [g.const(np.int64(0), "zero_s"), w, g.const(np.int64(1), "one_s")]),
+                               zero], "steps")  # (1, W)  # fmt: skip
+    n = g.op("ReduceSum", [word_mask, one], "n", keepdims=1)  # (B, 1)
+    shift = g.op("Sub", [w, n], "shift")  # (B, 1)
+    src = g.op("Sub", [steps, shift], "src")  # (B, W)
+    real = g.op("GreaterOrEqual", [src, zero], "real")  # (B, W)
+    src_index = g.op("Expand", [g.op("Unsqueeze", [g.op("Max", [src, zero]), axis2]), shape_bwl], "src_index")
+    logp_r = g.op("GatherElements", [logp, src_index], "logp_right", axis=1)  # (B, W, L)
+    forbidden = g.const(np.float32(FORBIDDEN), "forbidden")
+    logp_k = g.op("Pad", [logp_r, _ints(g, [0, 0, 0, 0, 0, 1], "pads"), forbidden], "logp_k", mode="constant")
+    logp_k = g.op("Where", [g.op("Unsqueeze", [real, axis2]), logp_k, g.const(pad_row, "pad_row")], "logp_steps")
     logp_t = g.op("Transpose", [logp_k], "logp_time", perm=[1, 0, 2])  # (W, B, K)
-    mask = g.op("Cast", [word_mask], "mask", to=TensorProto.BOOL)  # (B, W)
-    mask_t = g.op("Unsqueeze", [g.op("Transpose", [mask], perm=[1, 0]), axis2], "mask_time")  # (W, B, 1)
     shape_bk = g.op("Concat", [g.op("Slice", [shape_bw, zero, one]), _ints(g, [K], "K")], "shape_bk", axis=0)
     score0 = g.op("Expand", [g.const(init, "init"), shape_bk], "score0")  # (B, K)
 
     # forward Viterbi: final scores (B, K), backpointers (W, B, K)
-    score, back = g.op("Scan", [score0, logp_t, mask_t], "viterbi", n_out=2, body=_viterbi_step(trans),
-                       num_scan_inputs=2)  # fmt: skip
+    score, back = g.op("Scan", [score0, logp_t], "viterbi", n_out=2, body=_viterbi_step(trans, opset),
+                       num_scan_inputs=1)  # fmt: skip
     real_score = g.op("Slice", [score, zero, _ints(g, [L], "L"), one], "real_score")  # (B, L): never end in start
     last = g.op("ArgMax", [real_score], "last", axis=1, keepdims=1)  # (B, 1)
     # backward: tag_t-1 = back_t[tag_t], emitted in natural order (W, B, 1); the final state is the start label
     _, tags_time = g.op("Scan", [last, back], "backtrack", n_out=2, body=_backtrack_step(K), num_scan_inputs=1,
                         scan_input_directions=[1], scan_output_directions=[1])  # fmt: skip
-    tags_bw1 = g.op("Transpose", [tags_time], "tags_bw1", perm=[1, 0, 2])  # (B, W, 1)
-    g.op("Squeeze", [tags_bw1, axis2], "tags", outputs=["tags"])  # (B, W)
-    chosen = g.op("GatherElements", [probs, tags_bw1], "chosen", axis=2)  # (B, W, 1)
+    tags_right = g.op("Squeeze", [g.op("Transpose", [tags_time], perm=[1, 0, 2]), axis2], "tags_right")  # (B, W)
+    # back to the words' own positions; padding words (past W - 1) repeat the row's last real tag
+    back_index = g.op("Min", [g.op("Add", [steps, shift]), g.op("Sub", [w, g.const(np.int64(1), "one_b")])],
+                      "back_index")  # fmt: skip
+    tags = g.op("GatherElements", [tags_right, back_index], "tags", axis=1, outputs=["tags"])  # (B, W)
+    chosen = g.op("GatherElements", [probs, g.op("Unsqueeze", [tags, axis2])], "chosen", axis=2)  # (B, W, 1)
     chosen = g.op("Squeeze", [chosen, axis2], "chosen_bw")  # (B, W)
+    mask = g.op("Cast", [word_mask], "mask", to=TensorProto.BOOL)  # (B, W)
     g.op("Where", [mask, chosen, g.const(np.float32(0.0), "zero_f")], "scores", outputs=["scores"])  # (B, W)
 
     graph = helper.make_graph(
