@@ -12,6 +12,7 @@ whichever model ran then, and only one model is in memory at a time.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -130,12 +131,9 @@ def measure(spec: Spec, sentences: list[list[str]], gold: list[list[str]] | None
     """One round of one model, inside a fresh process: load, score, warm up and time one pass per batch size.
 
     Test F1 is scored when ``gold`` is given; each batch size gets ``warmup`` untimed batches first. Returns
-    ``{"passes": [(batch size, seconds per batch, start, end)], ...}`` with ``time.monotonic`` at each pass's
-    start and end (the system-wide clock, so the parent can order passes across processes). An export folder
-    runs as deployed: the torch-free runtime, torch never imported in its process.
+    ``{"passes": [(batch size, seconds per batch, start, end)], ...}``, the ends in ``time.monotonic``, one clock
+    for all processes. An export runs as deployed: the torch-free runtime, torch never imported in its process.
     """
-    import contextlib
-
     deployed = spec.backend == "export"
     if not deployed:
         import torch
@@ -238,14 +236,9 @@ def machine(threads: int) -> dict:
     """What the numbers were measured on."""
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from nerdistil.trainer import device_name
+
+    cpu = device_name("cpu").removeprefix("CPU: ")
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
     if torch.cuda.is_available():
@@ -273,11 +266,10 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
     info: dict[int, dict] = {}
     schedule: list[dict] = []  # every timed pass, in the order run: which model, when
     for r in range(repeats):
-        for k in range(len(specs)):
-            i = (r + k) % len(specs)
+        for i in [(r + k) % len(specs) for k in range(len(specs))]:
             spec = specs[i]
-            log.info("round %d of %d: %s (%s, %s padding) in a fresh process", r + 1, repeats, spec.name,
-                     spec.backend, spec.padding)  # fmt: skip
+            log.info("round %d of %d: %s (%s, %s) in a fresh process", r + 1, repeats, spec.name, spec.backend,
+                     spec.padding)  # fmt: skip
             with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                 out = pool.submit(measure, spec, sentences, gold if i not in info else None, batch_sizes, threads,
                                   warmup).result()  # fmt: skip
@@ -294,17 +286,16 @@ def run_bench(specs: list[Spec], sentences: list[list[str]], gold: list[list[str
                 "sentences_sha256": info[i]["sha256"], "peak_rss_mb": info[i]["peak_rss_mb"]}
                for i, spec in enumerate(specs) for bs in batch_sizes]  # fmt: skip
     t0 = schedule[0]["start"] if schedule else 0.0
-    teacher = {
-        r["batch_size"]: r["p50_ms"] for r in results if r["model"] == specs[0].name and specs[0].kind == "teacher"
-    }
+    base = specs[0].name if specs[0].kind == "teacher" else None
+    teacher = {r["batch_size"]: r["p50_ms"] for r in results if r["model"] == base}
     for r in results:
         r["speedup_vs_teacher"] = teacher[r["batch_size"]] / r["p50_ms"] if r["batch_size"] in teacher else None
     return {"results": results, "machine": machine(threads), "specs": [asdict(s) for s in specs],
-            "n_sentences": len(sentences), "n_words": sum(len(s) for s in sentences),
+            "n_sentences": len(sentences), "n_words": n_words,
             "timing": "end to end, words in -> tags out: tokenization, forward pass and decoding inside the timing; "
                       "models timed in interleaved rounds, one pass each in turn",
             "repeats": repeats, "rounds": "interleaved", "warmup_batches": warmup,
-            "schedule": [{**x, "start": round(x["start"] - t0, 3), "end": round(x["end"] - t0, 3)}
+            "schedule": [{**x, "start": round(x["start"] - t0, 6), "end": round(x["end"] - t0, 6)}
                          for x in schedule]}  # fmt: skip
 
 

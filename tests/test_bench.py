@@ -135,7 +135,7 @@ def test_rounds_interleave_the_models(tiny_teacher, exported, corpus_dir):
     for (model, bs), r in rows.items():
         spent = sum(p["end"] - p["start"] for p in passes if p["model"] == model and p["batch_size"] == bs)
         # 2 passes over the corpus in the row's throughput; the per-batch times fit inside the passes' spans
-        assert 2 * len(words) / r["sentences_per_s"] <= spent + 1e-3
+        assert 2 * len(words) / r["sentences_per_s"] <= spent + 1e-4
         assert r["f1"] is not None and r["sentences_sha256"] == bench.fingerprint(words)
     assert "interleaved" in report["timing"]
     assert rows["export", 1]["speedup_vs_teacher"] == rows["teacher", 1]["p50_ms"] / rows["export", 1]["p50_ms"]
