@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir runs/bench            # train, export, measure
     HF_HUB_OFFLINE=1 python benchmarks/export_latency.py --bench-dir runs/bench --stage train   # only train/export
 
-Reuses (or trains, seed 13, `configs/wnut16.yaml`) the teacher and the 6- and 4-layer distilled students in
+Reuses (or trains, seed 13, `configs/wnut16.yaml`) the teacher and the 6-, 4- and 3-layer distilled students in
 ``--bench-dir``, exports each (`--quantize auto`, gated on dev), measures the exports on the test split
 (`run_export` with `--corpus test.txt`: fp32 parity with the PyTorch student and the int8 drop), runs one
 `nerdistil bench-latency` over the test tweets with the teacher, the PyTorch students and the export folders
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_md import update_section  # noqa: E402
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+LAYERS = (6, 4, 3)  # the distilled students exported and timed
 
 
 def nerdistil(*args: str) -> None:
@@ -43,7 +44,7 @@ def train(bench: Path, config: str, corpus: Path) -> dict[int, Path]:
     if not (bench / "teacher" / "report.json").is_file():
         nerdistil("teach", "--config", config, "--corpus", str(corpus), "--out", str(bench / "teacher"), "--overwrite")
     students = {}
-    for layers in (6, 4):
+    for layers in LAYERS:
         folder = bench / ("distil_s13" if layers == 6 else f"distil{layers}_s13")
         if not (folder / "report.json").is_file():
             over = {"soft_labels": str(bench / "teacher"), "out": str(folder), "student_layers": layers, "seed": 13}
@@ -105,16 +106,16 @@ def main() -> None:
     result_json = Path("benchmarks/results/export_latency.json")
     # an int8 graph the dev gate refused is timed too (its test-gated copy, int8 by construction), so the table
     # shows what shipping it would buy
-    refused = [exports[k]["on_test"] for k in (6, 4) if exports[k]["shipped_gate"]["chosen"] == "fp32"]
+    refused = [exports[k]["on_test"] for k in LAYERS if exports[k]["shipped_gate"]["chosen"] == "fp32"]
     cmd = ["bench-latency", "--teacher", str(bench / "teacher" / "teacher.pt"),
-           *[a for k in (6, 4) for a in ("--student", str(students[k]), "--student", exports[k]["export"])],
+           *[a for k in LAYERS for a in ("--student", str(students[k]), "--student", exports[k]["export"])],
            *[a for d in refused for a in ("--student", d)],
            "--corpus", str(corpus / "test.txt"), "--batch-sizes", args.batch_sizes, "--json", str(result_json),
            "--trust-teacher"]  # fmt: skip
     nerdistil(*cmd)
     report = json.loads(result_json.read_text())
     report["exports"] = exports
-    report["predict"] = {layers: predict_throughput(exports[layers]["export"], corpus, bench) for layers in (6, 4)}
+    report["predict"] = {layers: predict_throughput(exports[layers]["export"], corpus, bench) for layers in LAYERS}
     result_json.write_text(json.dumps(report, indent=2))
     write_section(report, args, cmd)
 
@@ -122,7 +123,7 @@ def main() -> None:
 def write_section(report: dict, args, cmd: list[str]) -> None:
     rows = report["results"]
     names = {}
-    for layers in (6, 4):
+    for layers in LAYERS:
         gate = report["exports"][layers]["shipped_gate"]
         names["distil_s13" if layers == 6 else f"distil{layers}_s13"] = f"{layers}-layer distilled student"
         names[Path(report["exports"][layers]["export"]).name] = f"{layers}-layer export ({gate['chosen']})"
@@ -148,7 +149,7 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
               "| student | gate split | PyTorch F1 | graph | F1 | difference | 95% CI of the difference | "
               "word agreement with PyTorch | p50 ms (batch 1) | MB | kept |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for layers in (6, 4):
+    for layers in LAYERS:
         for split, gate in (("dev (shipped)", report["exports"][layers]["shipped_gate"]),
                             ("test (measurement)", report["exports"][layers]["test_gate"])):  # fmt: skip
             for c in gate["candidates"]:
@@ -159,7 +160,7 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
                              f"{c['p50_ms_batch1']:.2f} | {c['mb']:.1f} | {kept} |")  # fmt: skip
     lines += ["", "`nerdistil predict` (whole command: start-up, load, tokenize, graph, JSON lines out) on 10,000 "
               "tweets made by `nerdistil data augment --copies 6` from the train tweets, batch 32:", ""]  # fmt: skip
-    for layers in (6, 4):
+    for layers in LAYERS:
         p = report["predict"][layers]
         lines.append(f"- {layers}-layer export: {p['tweets_per_s']:.0f} tweets/s ({p['seconds']} s)")
     update_section("benchmarks/RESULTS.md", "export-latency", "Deployed students: export folders against the teacher",
