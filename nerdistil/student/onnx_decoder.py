@@ -159,8 +159,8 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
 
     # right alignment: step j of row b is its word j - shift_b, shift_b = W - n_b (a padding step when negative)
     w = g.op("Squeeze", [g.op("Slice", [shape_bw, one, _ints(g, [2], "two")]), zero], "w")  # () W
-    steps = g.op("Unsqueeze", [g.op("Range", [g.const(np.int64(0), "zero_s"), w, g.const(np.int64(1), "one_s")]),
-                               zero], "steps")  # (1, W)  # fmt: skip
+    one_s = g.const(np.int64(1), "one_s")  # () 1
+    steps = g.op("Unsqueeze", [g.op("Range", [g.const(np.int64(0), "zero_s"), w, one_s]), zero], "steps")  # (1, W)
     n = g.op("ReduceSum", [word_mask, one], "n", keepdims=1)  # (B, 1)
     shift = g.op("Sub", [w, n], "shift")  # (B, 1)
     src = g.op("Sub", [steps, shift], "src")  # (B, W)
@@ -184,8 +184,7 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
                         scan_input_directions=[1], scan_output_directions=[1])  # fmt: skip
     tags_right = g.op("Squeeze", [g.op("Transpose", [tags_time], perm=[1, 0, 2]), axis2], "tags_right")  # (B, W)
     # back to the words' own positions; padding words (past W - 1) repeat the row's last real tag
-    back_index = g.op("Min", [g.op("Add", [steps, shift]), g.op("Sub", [w, g.const(np.int64(1), "one_b")])],
-                      "back_index")  # fmt: skip
+    back_index = g.op("Min", [g.op("Add", [steps, shift]), g.op("Sub", [w, one_s])], "back_index")  # (B, W)
     tags = g.op("GatherElements", [tags_right, back_index], "tags", axis=1, outputs=["tags"])  # (B, W)
     chosen = g.op("GatherElements", [probs, g.op("Unsqueeze", [tags, axis2])], "chosen", axis=2)  # (B, W, 1)
     chosen = g.op("Squeeze", [chosen, axis2], "chosen_bw")  # (B, W)
