@@ -1,0 +1,103 @@
+"""Labelling computes a frozen transformer's word vectors in batches sorted by subword count (issue 15)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nerdistil.data.conll import Sentence, read_conll
+from nerdistil.teacher.flair import embeddings as fe
+from nerdistil.teacher.flair import label as fl
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+LABELS = ["O", "B-person", "I-person", "B-loc", "I-loc"]
+
+
+@pytest.fixture(scope="module")
+def tagger(tiny_student):
+    """An untrained BiLSTM-CRF on the tiny frozen BERT: labelling does not care whether it learned anything."""
+    import torch
+    from flair.data import Dictionary
+    from flair.models import SequenceTagger
+
+    torch.manual_seed(3)
+    types = Dictionary(add_unk=False)
+    types.span_labels = True  # entity types: Flair makes its BIOES tags from them
+    for t in ("person", "loc"):
+        types.add_item(t)
+    model = SequenceTagger(hidden_size=8, embeddings=fe.build_embeddings(str(tiny_student), [], []),
+                           tag_dictionary=types, tag_type="ner", use_crf=True, tag_format="BIOES")  # fmt: skip
+    return model.eval()
+
+
+def sentences() -> list[Sentence]:
+    """Tweets whose word and subword counts disagree: some words are URLs of many subwords."""
+    words = [w for s in read_conll(CORPUS / "train.txt") for w in s.tokens]
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(70):
+        n = int(rng.integers(1, 12))
+        ws = [str(w) for w in rng.choice(words, n)]
+        if k % 3 == 0:  # one word, many subwords
+            ws[int(rng.integers(n))] = "http://t.co/" + "x7q" * int(rng.integers(1, 6))
+        out.append(Sentence(ws))
+    return out
+
+
+def test_vectors_are_computed_once_a_sentence_in_subword_sorted_batches(tagger, monkeypatch):
+    from flair.embeddings import TransformerWordEmbeddings
+
+    tok = tagger.embeddings.tokenizer
+    sents = sentences()
+    count = {" ".join(s.tokens): len(tok(list(s.tokens), is_split_into_words=True)["input_ids"]) for s in sents}
+    batches = []
+    original = TransformerWordEmbeddings._add_embeddings_internal
+
+    def spy(self, flair_sentences):
+        batches.append([count[" ".join(t.text for t in s)] for s in flair_sentences])
+        return original(self, flair_sentences)
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", spy)
+    batch_size = 4
+    out = list(fl.label(tagger, sents, LABELS, batch_size=batch_size))
+    assert len(out) == len(sents) and sum(len(b) for b in batches) == len(sents)  # each sentence embedded once
+    group = batch_size * fl.EMBED_GROUP_BATCHES
+    assert len(sents) > 2 * group  # several groups
+    flat = [c for b in batches for c in b]
+    for g in range(0, len(flat), group):  # within a group, longest subword sequences first
+        assert flat[g : g + group] == sorted(flat[g : g + group], reverse=True)
+    # the groups are the word-sorted label order cut every `group` sentences: subword padding can only shrink
+    by_words = sorted(sents, key=lambda s: -len(s))
+    padded_before = sum(max(count[" ".join(s.tokens)] for s in by_words[i : i + batch_size]) * len(
+        by_words[i : i + batch_size]) for i in range(0, len(sents), batch_size))  # fmt: skip
+    padded_now = sum(max(b) * len(b) for b in batches)
+    assert padded_now < padded_before
+
+
+def test_labels_equal_each_tweet_labelled_alone_up_to_float_rounding(tagger):
+    """Sorting by subwords changes a tweet's padding, not its soft labels beyond float rounding, nor its tags."""
+    sents = sentences()
+    together = list(fl.label(tagger, sents, LABELS, temperature=2.0, batch_size=4))
+    for sent, lab in zip(sents, together):
+        alone = next(fl.label(tagger, [sent], LABELS, temperature=2.0, batch_size=1))
+        np.testing.assert_allclose(lab.probs, alone.probs, atol=1e-5)
+        assert lab.tags == alone.tags and lab.probs.shape == (len(sent), len(LABELS))
+
+
+def test_shared_sentences_already_embedded_are_not_embedded_again(tagger, monkeypatch):
+    """Ensemble members share Flair sentences: vectors the first member computed are reused as they are."""
+    from flair.embeddings import TransformerWordEmbeddings
+
+    from nerdistil.teacher.flair.sentences import to_flair
+
+    sents = sentences()[:20]
+    shared = to_flair(Sentence(s.tokens) for s in sents)
+    first = [lab.probs for lab in fl.label(tagger, sents, LABELS, flair_sentences=shared)]
+    calls = []
+    original = TransformerWordEmbeddings._add_embeddings_internal
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal",
+                        lambda self, s: (calls.append(len(s)), original(self, s)))  # fmt: skip
+    again = [lab.probs for lab in fl.label(tagger, sents, LABELS, flair_sentences=shared)]
+    assert calls == []
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
