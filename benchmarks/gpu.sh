@@ -7,20 +7,24 @@
 # Steps: the bundled split, `teach` (default config), labelling of `data augment --copies 10` tweets by that
 # teacher, `finetune`, `distil` (fp32, and bf16 with batch 64 on a GPU) and `bench-latency` of teacher and
 # student on the device. --smoke runs every step on the tiny test corpus with one epoch, to prove the script
-# and its flags work; its numbers mean nothing. Several GPUs: prefix the labelling step with
-# `torchrun --nproc_per_node N -m nerdistil` instead of `nerdistil` (see the README).
+# and its flags work; its numbers mean nothing. The labelling is timed a second time with `--procs N` processes
+# under torchrun (default 4 on a GPU, none on the CPU): they share the machine's GPUs round robin, so Flair's
+# per-sentence Python work runs on N cores. Several GPUs: the same torchrun command (see the README).
 set -euo pipefail
 DEVICE=cuda
 SMOKE=0
 OUT=runs/gpu
+PROCS=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
-    *) echo "usage: $0 [--device cuda|cpu] [--smoke] [--out DIR]" >&2; exit 2 ;;
+    --procs) PROCS="$2"; shift 2 ;;
+    *) echo "usage: $0 [--device cuda|cpu] [--smoke] [--out DIR] [--procs N]" >&2; exit 2 ;;
   esac
 done
+if [[ -z $PROCS ]]; then if [[ $DEVICE == cpu ]]; then PROCS=1; else PROCS=4; fi; fi
 PY=${PYTHON:-python3}  # the GPU image has python3 (with torch), not always python
 NERDISTIL=("$PY" -m nerdistil)
 FAILED=()
@@ -52,6 +56,11 @@ step teach "${NERDISTIL[@]}" teach --corpus "$CORPUS" --out "$OUT/teacher" --dev
 "${NERDISTIL[@]}" data augment "$CORPUS/train.txt" "$OUT/augment.txt" --copies 10
 step label "${NERDISTIL[@]}" teach --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" \
   --pretokenized --out "$OUT/labelled" --device "$DEVICE" --overwrite
+if [[ $PROCS -gt 1 ]]; then
+  step label-procs "$PY" -m torch.distributed.run --standalone --nproc_per_node "$PROCS" -m nerdistil teach \
+    --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" --pretokenized \
+    --out "$OUT/labelled_procs" --device "$DEVICE" --overwrite
+fi
 step finetune "${NERDISTIL[@]}" finetune --corpus "$CORPUS" --out "$OUT/finetune" --device "$DEVICE" --overwrite \
   "${STUDENT[@]}"
 step distil "${NERDISTIL[@]}" distil --soft-labels "$OUT/teacher" --out "$OUT/distil" --device "$DEVICE" --overwrite \
@@ -76,6 +85,10 @@ rows = [("teach", times.get("teach"), "", teacher.get("scores", {}).get("test", 
 n = sum(labelled.get("soft_labels", {}).get("splits", {}).values())  # the augmented tweets and the gold splits
 rate = f"{n / labelled['label_seconds']:.0f} tweets/s ({n:,} tweets)" if n and labelled.get("label_seconds") else ""
 rows.append(("label (teach --unlabeled)", times.get("label"), rate, None))
+procs = report("labelled_procs")
+if procs.get("label_seconds"):
+    rows.append((f"label, {procs.get('processes', '?')} processes (torchrun)", times.get("label-procs"),
+                 f"{n / procs['label_seconds']:.0f} tweets/s", None))
 for name in ("finetune", "distil", "distil_bf16"):
     r = report(name)
     if r:

@@ -9,6 +9,13 @@ tweets: the rate `benchmarks/gpu.sh` prints) and, for bf16, how far its soft lab
 the same tweets. fp32 stays the default: bf16 (autocast over the teacher's network; the CRF's posteriors stay
 fp32) is opt-in and changes the soft labels in the last bits. Run it on an otherwise idle machine. Writes
 ``benchmarks/results/label_speed.json`` and the ``label-speed`` section of RESULTS.md.
+
+    HF_HUB_OFFLINE=1 python benchmarks/label_speed.py --precisions no --against a7b03b7
+
+``--against REF`` also times this code against the code of git commit REF (checked out in a worktree under
+``--out``) in ``--rounds`` interleaved rounds on the first ``--ab-lines`` tweets, fp32: each round runs both, the
+one to go first alternating, so a shared machine's slow minutes fall on both alike. It reports each round's rate,
+the median speed-up, and how far the two codes' soft labels and tags are apart (``label-speed-ab`` section).
 """
 
 from __future__ import annotations
@@ -30,8 +37,74 @@ from results_md import update_section  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
-def nerdistil(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "nerdistil", *map(str, args)], check=True, env=ENV)
+def nerdistil(*args: str, cwd: Path | None = None) -> None:
+    """Run ``python -m nerdistil ARGS``; from ``cwd`` when given, so that folder's ``nerdistil`` is the one run."""
+    subprocess.run([sys.executable, "-m", "nerdistil", *map(str, args)], check=True, env=ENV, cwd=cwd)
+
+
+def worktree(ref: str, out: Path) -> Path:
+    """The code of git commit ``ref`` in a worktree under ``out`` (made once), checked to be what Python imports."""
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    sha = subprocess.run([*git, "rev-parse", "--verify", f"{ref}^{{commit}}"], check=True, capture_output=True,
+                         text=True).stdout.strip()  # fmt: skip
+    tree = (out / f"code_{sha[:10]}").resolve()
+    if not (tree / "nerdistil").is_dir():
+        subprocess.run([*git, "worktree", "add", "--detach", str(tree), sha], check=True)
+    where = subprocess.run([sys.executable, "-c", "import nerdistil; print(nerdistil.__file__)"], cwd=tree, env=ENV,
+                           check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    if not Path(where).resolve().is_relative_to(tree):
+        raise SystemExit(f"python run from {tree} imports nerdistil from {where}, not from the worktree")
+    return tree
+
+
+def against(args: argparse.Namespace, tweets: Path, out: Path, command: str) -> None:
+    """This code against commit ``args.against``: interleaved fp32 rounds, speed-up and soft-label distance."""
+    codes = {"this": Path(__file__).resolve().parents[1], args.against: worktree(args.against, out)}
+    subset = out / f"first{args.ab_lines}.txt"
+    with tweets.open() as f, subset.open("w") as g:
+        g.writelines(line for _, line in zip(range(args.ab_lines), f))
+    seconds: dict[str, list[float]] = {name: [] for name in codes}
+    splits = {}
+    for r in range(args.rounds):
+        for name in list(codes)[r % 2 :] + list(codes)[: r % 2]:  # who goes first alternates
+            run = (out / f"ab_{'this' if name == 'this' else 'ref'}_{r}").resolve()
+            nerdistil("teach", "--teacher", Path(args.teacher).resolve(), "--trust-teacher", "--corpus",
+                      Path(args.corpus).resolve(), "--unlabeled", subset.resolve(), "--pretokenized", "--out", run,
+                      "--device", "cpu", "--overwrite", cwd=codes[name])  # fmt: skip
+            report = json.loads((run / "report.json").read_text())
+            seconds[name].append(report["label_seconds"])
+            splits = report["soft_labels"]["splits"]
+    tweets_n = sum(splits.values())
+    speedups = [b / a for a, b in zip(*seconds.values())]
+    diffs = {s: compare(out / "ab_ref_0", out / "ab_this_0", s) for s in splits}
+    result = {"command": command, "against": args.against, "tweets": tweets_n, "label_seconds": seconds,
+              "speedups": speedups, "median_speedup": float(np.median(speedups)), "soft_label_diff": diffs}  # fmt: skip
+    Path(args.json).with_name("label_speed_ab.json").write_text(json.dumps(result, indent=2))
+    worst = max(d["max_abs_prob_diff"] for d in diffs.values())
+    words = sum(d["words"] for d in diffs.values())
+    agree = sum(d["tag_agreement"] * d["words"] for d in diffs.values()) / words
+    lines = [
+        "```",
+        command,
+        "```",
+        "",
+        f"`teach --teacher --unlabeled`, fp32, on the first {args.ab_lines:,} augmented tweets plus the "
+        f"{tweets_n - args.ab_lines:,} gold ones ({tweets_n:,} tweets), this code and commit `{args.against}` "
+        f"in {args.rounds} interleaved rounds on the CPU; rate = all tweets / labelling time.",
+        "",
+        f"| round | `{args.against}` s | tweets/s | this code s | tweets/s | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r, (b, a) in enumerate(zip(seconds[args.against], seconds["this"])):
+        lines.append(f"| {r + 1} | {b:.1f} | {tweets_n / b:.0f} | {a:.1f} | {tweets_n / a:.0f} | {b / a:.2f}x |")
+    lines += [
+        "",
+        f"Median speed-up **{np.median(speedups):.2f}x**. Soft labels against `{args.against}`'s (round 1, "
+        f"every split): max abs difference {worst:.1e}, tags equal on {agree:.4%} of {words:,} words.",
+    ]
+    update_section("benchmarks/RESULTS.md", "label-speed-ab", f"Labelling speed on the CPU: this code against "
+                   f"{args.against}", "\n".join(lines))  # fmt: skip
+    print("\n".join(lines))
 
 
 def compare(a_dir: Path, b_dir: Path, split: str = "unlabeled") -> dict:
@@ -53,8 +126,17 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/wnut16")
     ap.add_argument("--out", default="runs/label_speed")
     ap.add_argument("--copies", type=int, default=10)
-    ap.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=["no", "fp16", "bf16"])
+    ap.add_argument(
+        "--precisions",
+        nargs="*",
+        default=["no", "bf16"],
+        choices=["no", "fp16", "bf16"],
+        help="precisions to time on all the augmented tweets (none: only --against)",
+    )
     ap.add_argument("--json", default="benchmarks/results/label_speed.json")
+    ap.add_argument("--against", metavar="REF", help="also time this code against git commit REF (see above)")
+    ap.add_argument("--ab-lines", type=int, default=4000, help="augmented tweets the --against rounds label")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --against")
     args = ap.parse_args()
     command = "HF_HUB_OFFLINE=1 python benchmarks/label_speed.py " + shlex.join(sys.argv[1:])
     out, corpus = Path(args.out), Path(args.corpus)
@@ -62,6 +144,10 @@ def main() -> None:
     tweets = out / f"augment{args.copies}.txt"
     if not tweets.is_file():
         nerdistil("data", "augment", corpus / "train.txt", tweets, "--copies", args.copies)
+    if args.against:
+        against(args, tweets, out, command)
+    if not args.precisions:
+        return
     rows = {}
     for precision in args.precisions:
         run = out / f"labelled_{precision}"

@@ -180,14 +180,19 @@ def make_accelerator(cfg: TrainConfig):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: this process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    """``auto``: this process's GPU when there is one, else the CPU.
+
+    Under torchrun, ``cuda`` is the GPU of ``LOCAL_RANK`` modulo the machine's GPUs: labelling with more
+    processes than GPUs (``--nproc_per_node 8`` on one GPU) shares each GPU between several processes, whose
+    Python work (Flair's sentences, tokens and decoding) then runs on several cores.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
         if name == "cuda":
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     return torch.device(name)
 
 

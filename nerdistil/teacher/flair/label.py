@@ -187,22 +187,39 @@ def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> Non
             part.embed([todo[k] for k in order[start : start + batch_size]])
 
 
+def _host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple[list, list]:
+    """Flair's Viterbi decoding (``ViterbiDecoder.decode``) of one batch, run on the host with int lengths.
+
+    Flair's decoder loops over words and sentences in Python: with the lengths as a tensor each step
+    compares a tensor per sentence, and on a GPU each word's tag and confidence is a ``.item()`` that
+    waits for the device. Decoding on the CPU (one copy of the batch's scores, Flair's tensors made
+    there too) with the lengths as ints gives Flair's own paths; on a CPU only the ints change.
+    """
+    import flair
+
+    features, lengths, transitions = scores
+    device = flair.device
+    flair.device = torch.device("cpu")  # where the decoder makes its score and backpointer tensors
+    try:
+        return tagger.viterbi_decoder.decode((features.cpu(), lengths.tolist(), transitions.cpu()), all_classes, batch)
+    finally:
+        flair.device = device
+
+
 def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, kind: str,
                       decode_probs: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:  # fmt: skip
     """One batch's soft labels over the teacher's tags (B, T, K), the same at T = 1 (``marg1``), and its paths."""
     if tagger.use_crf:
         features, lengths, transitions = scores
         features, transitions = features.float(), transitions.float()  # autocast may give fp16
-        # Viterbi below decodes the fp32 scores too; Flair's decoder loops over the lengths in Python each word
-        # step, which costs a tensor comparison per sentence and step when they are a tensor: ints give the same path
-        scores = (features, lengths.tolist(), transitions)
+        scores = (features, lengths, transitions)  # Viterbi below decodes the fp32 scores too
         stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
         start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
         marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
         marg1 = marg
         if decode_probs and temperature != 1:  # a second forward-backward only when asked for
             marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
-        decoded, _ = tagger.viterbi_decoder.decode(scores, False, batch)
+        decoded, _ = _host_viterbi(tagger, scores, False, batch)
         paths = [[tag for tag, _ in sent] for sent in decoded]
     else:
         flat = torch.softmax(scores / temperature, dim=-1)
@@ -217,7 +234,7 @@ def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, 
             paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
             offset += n
     if kind == "flair" and tagger.use_crf:
-        _, all_tags = tagger.viterbi_decoder.decode(scores, True, batch)
+        _, all_tags = _host_viterbi(tagger, scores, True, batch)
         marg = torch.zeros_like(marg)
         for b, sent in enumerate(all_tags):
             for t, dist in enumerate(sent):

@@ -1,4 +1,4 @@
-"""Labelling computes a frozen transformer's word vectors in batches sorted by subword count (issue 15)."""
+"""What labelling's speed-ups keep (issue 15): vectors batched by subword count, Flair's Viterbi on the host."""
 
 from pathlib import Path
 
@@ -101,3 +101,42 @@ def test_shared_sentences_already_embedded_are_not_embedded_again(tagger, monkey
     assert calls == []
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_host_viterbi_gives_flairs_own_paths_and_restores_flairs_device(tagger, monkeypatch):
+    import flair
+    import torch
+
+    from nerdistil.teacher.flair.sentences import to_flair
+
+    batch = sorted(to_flair(sentences()[:16]), key=lambda s: -len(s))  # Flair packs: longest first
+    device = flair.device
+    with torch.no_grad():
+        scores = tagger.forward(*tagger._prepare_tensors(batch))
+        want_paths, want_all = tagger.viterbi_decoder.decode(scores, True, batch)
+        got_paths, got_all = fl._host_viterbi(tagger, scores, True, batch)
+    assert got_paths == want_paths and flair.device is device
+    assert [[[(lab.value, lab.score) for lab in d] for d in s] for s in got_all] == [
+        [[(lab.value, lab.score) for lab in d] for d in s] for s in want_all]  # fmt: skip
+
+    def fail(*_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tagger.viterbi_decoder, "decode", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        fl._host_viterbi(tagger, scores, False, batch)
+    assert flair.device is device
+
+
+def test_torchrun_processes_share_the_gpus_round_robin(monkeypatch):
+    """More labelling processes than GPUs: LOCAL_RANK 5 of a 2-GPU machine labels on cuda:1."""
+    import torch
+
+    from nerdistil.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for rank, want in (("0", "cuda:0"), ("1", "cuda:1"), ("5", "cuda:1"), ("6", "cuda:0")):
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert resolve_device("cuda") == torch.device(want) == resolve_device("auto")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")  # an explicit GPU is kept
