@@ -8,14 +8,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+FAKE_SMI = """#!/bin/bash
+# stands in for nvidia-smi's sampling: one line every 0.1 s, utilisation 37%
+while true; do echo "$(date '+%Y/%m/%d %H:%M:%S.%3N'), 37, 1234"; sleep 0.1; done
+"""
+
+
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--smoke", "--out", str(tmp_path / "g")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    """Every step and flag: torchrun labelling with 2 processes, cProfile, and the utilisation column (a fake
+    nvidia-smi on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--smoke", "--out", str(tmp_path / "g"),
+                          "--procs", "2", "--profile"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     table = run.stdout[run.stdout.index("| step") :]
-    for step in ("| teach |", "| label (teach --unlabeled) |", "| finetune |", "| distil |", "| bench teacher:"):
+    for step in ("| teach |", "| label (teach --unlabeled) |", "| label, 2 processes (torchrun) |", "| finetune |",
+                 "| distil |", "| bench teacher:"):  # fmt: skip
         assert step in table
+    assert next(line for line in table.splitlines() if line.startswith("| teach |")).endswith("| 37% |")
+    profile = (tmp_path / "g" / "profile.txt").read_text()
+    for step in ("teach", "label", "finetune", "distil"):
+        assert f"===== {step}: " in profile
+    assert "run_teach" in profile  # a real profile of nerdistil's own code
+    procs = json.loads((tmp_path / "g" / "labelled_procs" / "report.json").read_text())
+    assert procs["processes"] == 2
     for name in ("teacher", "labelled", "finetune", "distil"):
         report = json.loads((tmp_path / "g" / name / "report.json").read_text())
         assert report["device"] == "cpu" and report["device_name"]
