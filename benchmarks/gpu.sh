@@ -14,6 +14,9 @@
 # --profile runs each one-process step under cProfile (OUT/prof/STEP.prof; the 25 most expensive functions of
 # each in OUT/profile.txt; bench-latency's models run in worker processes, so its profile shows only waiting).
 # Where nvidia-smi is found, the GPU's utilisation is sampled every 0.5 s and averaged over each step.
+# On the device tool's GPU machine (no package index there): `../shared/tools/gpu-bundle` here, then one `run`
+# with carry [".gpu"] and `HF_HUB_OFFLINE=1 bash .gpu/run.sh bash benchmarks/gpu.sh --profile > "$OUT/gpu.log"
+# 2>&1; cp runs/gpu/{times.tsv,profile.txt,bench.json} "$OUT"/` (gpu.sh's own OUT is a shell variable).
 set -euo pipefail
 DEVICE=cuda
 SMOKE=0
