@@ -59,6 +59,7 @@ else
   TEACH=()
   STUDENT=()
 fi
+rm -rf "$OUT/prof"  # profiles and reports of an earlier run must not reach this run's table
 mkdir -p "$OUT/prof"
 TIMES="$OUT/times.tsv"
 : > "$TIMES"
@@ -82,7 +83,7 @@ if [[ $SMOKE == 0 && ! -f "$CORPUS/train.txt" ]]; then
   step data nd data data wnut16 "$CORPUS"
 fi
 step teach nd teach teach --corpus "$CORPUS" --out "$OUT/teacher" --device "$DEVICE" --overwrite "${TEACH[@]}"
-"$PY" -m nerdistil data augment "$CORPUS/train.txt" "$OUT/augment.txt" --copies 10
+step augment "$PY" -m nerdistil data augment "$CORPUS/train.txt" "$OUT/augment.txt" --copies 10
 step label nd label teach --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" \
   --pretokenized --out "$OUT/labelled" --device "$DEVICE" --overwrite
 if [[ $PROCS -gt 1 ]]; then
@@ -121,27 +122,31 @@ def util(step):  # the mean GPU utilisation while a step ran
     t0, t1 = map(float, spans[step][1:3])
     inside = [u for when, u in samples if t0 <= when <= t1]
     return f"{sum(inside) / len(inside):.0f}%" if inside else "-"
-def report(name):
+STEP = {"teacher": "teach", "labelled": "label", "labelled_procs": "label-procs", "distil_bf16": "distil-bf16"}
+def report(name):  # a step's report, only if the step ran and succeeded in this run (not a stale folder)
     f = out / name / "report.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    ok = spans.get(STEP.get(name, name), ["FAILED"])[0] != "FAILED"
+    return json.loads(f.read_text()) if ok and f.is_file() else {}
 teacher, labelled = report("teacher"), report("labelled")
 rows = [("teach", "teach", "", teacher.get("scores", {}).get("test", {}).get("f1"))]  # (row, step, throughput, F1)
 n = sum(labelled.get("soft_labels", {}).get("splits", {}).values())  # the augmented tweets and the gold splits
 rate = f"{n / labelled['label_seconds']:.0f} tweets/s ({n:,} tweets)" if n and labelled.get("label_seconds") else ""
 rows.append(("label (teach --unlabeled)", "label", rate, None))
-procs = report("labelled_procs")
-if procs.get("label_seconds"):
-    rows.append((f"label, {procs.get('processes', '?')} processes (torchrun)", "label-procs",
-                 f"{n / procs['label_seconds']:.0f} tweets/s", None))
+if "label-procs" in spans:
+    procs = report("labelled_procs")
+    rate = f"{n / procs['label_seconds']:.0f} tweets/s" if n and procs.get("label_seconds") else ""
+    rows.append((f"label, {procs.get('processes', 'N')} processes (torchrun)", "label-procs", rate, None))
 for name in ("finetune", "distil", "distil_bf16"):
-    r = report(name)
-    if r:
-        rows.append((name, name.replace("_", "-"), f"{r.get('train_seconds', 0):.1f} s in the loop",
-                     r.get("scores", {}).get("test", {}).get("f1")))
-bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {"results": []}
+    if name.replace("_", "-") in spans:
+        r = report(name)
+        loop = f"{r['train_seconds']:.1f} s in the loop" if r.get("train_seconds") is not None else ""
+        rows.append((name, name.replace("_", "-"), loop, r.get("scores", {}).get("test", {}).get("f1")))
+bench_ok = spans.get("bench", ["FAILED"])[0] != "FAILED" and (out / "bench.json").is_file()
+bench = json.loads((out / "bench.json").read_text()) if bench_ok else {"results": []}
 for r in bench["results"]:
     rows.append((f"bench {r['model']} batch {r['batch_size']}", None, f"p50 {r['p50_ms']:.2f} ms, "
                  f"{r['sentences_per_s']:.0f} sentences/s", r.get("f1")))
+rows += [(step, step, "", None) for step, f in spans.items() if f[0] == "FAILED" and step not in {r[1] for r in rows}]
 device = report("distil").get("device_name") or teacher.get("device_name") or "?"
 print(f"\n| step ({device}) | wall s | throughput | test F1 | GPU util |\n|---|---|---|---|---|")
 for name, step, what, f1 in rows:

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +43,16 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
         assert report["device"] == "cpu" and report["device_name"]
     labelled = json.loads((tmp_path / "g" / "labelled" / "report.json").read_text())
     assert labelled["soft_labels"]["splits"]["unlabeled"] == 10 * 20  # --copies 10 of the 20 train tweets
+
+
+def test_profiled_steps_keep_their_exit_status(tmp_path):
+    """``--profile`` runs nerdistil under cProfile without swallowing a failing step's exit status."""
+    script = (ROOT / "benchmarks" / "gpu.sh").read_text()
+    snippet = script[script.index("PROFILED='") + len("PROFILED='") :]
+    snippet = snippet[: snippet.index("sys.exit(code)'") + len("sys.exit(code)")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", snippet, str(tmp_path / "p.prof"), "teach", "--corpus",
+                          str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 2 and "corpus folder not found" in run.stderr
+    assert (tmp_path / "p.prof").stat().st_size > 0  # the profile is written all the same

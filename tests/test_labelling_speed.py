@@ -84,23 +84,43 @@ def test_labels_equal_each_tweet_labelled_alone_up_to_float_rounding(tagger):
         assert lab.tags == alone.tags and lab.probs.shape == (len(sent), len(LABELS))
 
 
-def test_shared_sentences_already_embedded_are_not_embedded_again(tagger, monkeypatch):
-    """Ensemble members share Flair sentences: vectors the first member computed are reused as they are."""
+def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_embedded_once(tagger, monkeypatch):
+    """Ensemble members share Flair sentences: vectors another member computed are reused as they are."""
+    import torch
     from flair.embeddings import TransformerWordEmbeddings
 
     from nerdistil.teacher.flair.sentences import to_flair
 
-    sents = sentences()[:20]
+    sents = sentences()[:40]
     shared = to_flair(Sentence(s.tokens) for s in sents)
-    first = [lab.probs for lab in fl.label(tagger, sents, LABELS, flair_sentences=shared)]
-    calls = []
+    with torch.no_grad():
+        tagger.embeddings.embed(shared[:25:2])  # some already hold vectors, as after another member's labelling
+    before = {i: torch.stack([t.get_embedding() for t in shared[i]]) for i in range(0, 25, 2)}
+    embedded = []
     original = TransformerWordEmbeddings._add_embeddings_internal
-    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal",
-                        lambda self, s: (calls.append(len(s)), original(self, s)))  # fmt: skip
-    again = [lab.probs for lab in fl.label(tagger, sents, LABELS, flair_sentences=shared)]
-    assert calls == []
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(a, b)
+
+    def spy(self, flair_sentences):
+        embedded.extend(id(s) for s in flair_sentences)
+        return original(self, flair_sentences)
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", spy)
+    out = list(fl.label(tagger, sents, LABELS, flair_sentences=shared, batch_size=4))
+    assert len(out) == len(sents)
+    assert sorted(embedded) == sorted(id(s) for i, s in enumerate(shared) if i not in before)  # each once
+    for i, vectors in before.items():
+        assert torch.equal(torch.stack([t.get_embedding() for t in shared[i]]), vectors)
+
+
+def test_transformers_reading_neighbouring_sentences_are_left_to_flairs_own_batches(tiny_student):
+    """A frozen encoder with ``use_context`` embeds a sentence with its batch's neighbours: not batched ahead."""
+    from flair.embeddings import StackedEmbeddings, TransformerWordEmbeddings
+
+    plain = fe.build_embeddings(str(tiny_student), [], [])
+    context = TransformerWordEmbeddings(str(tiny_student), fine_tune=False, use_context=True)
+    tuned = TransformerWordEmbeddings(str(tiny_student), fine_tune=True)
+    assert fl._frozen_transformers(plain) == [plain]
+    assert fl._frozen_transformers(context) == [] and fl._frozen_transformers(tuned) == []
+    assert fl._frozen_transformers(StackedEmbeddings([context, plain])) == [plain]
 
 
 def test_host_viterbi_gives_flairs_own_paths_and_restores_flairs_device(tagger, monkeypatch):

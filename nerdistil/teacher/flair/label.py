@@ -103,8 +103,9 @@ def _label_windowed(tagger, sent: Sentence, corpus_labels: Sequence[str], temper
     words, n = sent.tokens, len(sent.tokens)
     spans = word_windows(n)
     per_batch = max(1, min(batch_size, WINDOW_BATCH_WORDS // MAX_WINDOW_WORDS))
+    # frozen vectors one batch of windows at a time, so at most WINDOW_BATCH_WORDS words of them are held
     parts = _label_batches(tagger, [Sentence(words[a:b]) for a, b, _, _ in spans], corpus_labels, temperature,
-                           per_batch, kind, decode_probs)  # fmt: skip
+                           per_batch, kind, decode_probs, embed_group=1)  # fmt: skip
     probs = np.empty((n, len(corpus_labels)), dtype=np.float32)
     probs1 = np.empty_like(probs) if decode_probs else None
     tags: list[str] = []
@@ -157,11 +158,16 @@ def _release_freed_heap() -> None:
 
 
 def _frozen_transformers(embeddings) -> list:
-    """The frozen Flair transformer parts of (stacked) embeddings: the ones worth batching by subword count."""
-    from flair.embeddings import TransformerEmbeddings
+    """The frozen Flair transformer word embeddings in (stacked) embeddings: the ones worth batching by subwords.
+
+    Not those that read neighbouring sentences as context (``use_context``): Flair links a sentence to
+    the others of the first batch that embeds it, so another batch would give other vectors.
+    """
+    from flair.embeddings import TokenEmbeddings, TransformerEmbeddings
 
     parts = getattr(embeddings, "embeddings", None) or [embeddings]
-    return [p for p in parts if isinstance(p, TransformerEmbeddings) and p.static_embeddings and p.token_embedding]
+    return [p for p in parts if isinstance(p, TransformerEmbeddings) and isinstance(p, TokenEmbeddings)
+            and p.static_embeddings and p.token_embedding and not getattr(p, "context_length", 0)]  # fmt: skip
 
 
 def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> None:
@@ -169,7 +175,7 @@ def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> Non
 
     The tagger's batches are sorted by words (Flair packs its LSTM by them), but a transformer pads
     each batch to its longest subword sequence: a URL or a hashtag is one word and ten subwords.
-    Batching by subword count first (counted with the first part's tokenizer) cut the subwords
+    Batching by subword count first (counted with each part's own tokenizer) cut the subwords
     computed for augmented WNUT-16 tweets from 1.45 to 1.09 times the real ones; the tagger's
     forward then finds the vectors stored and skips them (Flair's ``embed`` skips embedded
     sentences). Sentences that already hold the vectors (shared between ensemble members) are left
@@ -254,8 +260,12 @@ def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, 
 def _label_batches(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
     batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
+    embed_group: int = EMBED_GROUP_BATCHES,
 ) -> Iterator[Labelled]:  # fmt: skip
-    """``label`` without windows: each sentence whole, in batches sorted longest first, yielded in input order."""
+    """``label`` without windows: each sentence whole, in batches sorted longest first, yielded in input order.
+
+    Frozen transformer vectors are computed ``embed_group`` batches ahead (``_embed_by_subwords``).
+    """
     if kind not in SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
     proj = tag_projection(teacher_tags(tagger), corpus_labels)
@@ -263,7 +273,7 @@ def _label_batches(
     tagger.eval()
     order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
     frozen = _frozen_transformers(tagger.embeddings)
-    group = batch_size * EMBED_GROUP_BATCHES
+    group = batch_size * embed_group
     results: dict[int, Labelled] = {}
     nxt = 0
     fsents: dict[int, object] = {}
