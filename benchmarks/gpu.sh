@@ -59,7 +59,7 @@ else
   TEACH=()
   STUDENT=()
 fi
-rm -rf "$OUT/prof"  # profiles and reports of an earlier run must not reach this run's table
+rm -rf "$OUT/prof"  # an earlier run's profiles must not reach this run's profile.txt
 mkdir -p "$OUT/prof"
 TIMES="$OUT/times.tsv"
 : > "$TIMES"
@@ -122,11 +122,12 @@ def util(step):  # the mean GPU utilisation while a step ran
     t0, t1 = map(float, spans[step][1:3])
     inside = [u for when, u in samples if t0 <= when <= t1]
     return f"{sum(inside) / len(inside):.0f}%" if inside else "-"
+def ran(step):  # whether a step ran and succeeded in this run (an output folder may be an earlier run's)
+    return spans.get(step, ["FAILED"])[0] != "FAILED"
 STEP = {"teacher": "teach", "labelled": "label", "labelled_procs": "label-procs", "distil_bf16": "distil-bf16"}
-def report(name):  # a step's report, only if the step ran and succeeded in this run (not a stale folder)
+def report(name):  # the report in OUT/name, only if its step ran and succeeded in this run
     f = out / name / "report.json"
-    ok = spans.get(STEP.get(name, name), ["FAILED"])[0] != "FAILED"
-    return json.loads(f.read_text()) if ok and f.is_file() else {}
+    return json.loads(f.read_text()) if ran(STEP.get(name, name)) and f.is_file() else {}
 teacher, labelled = report("teacher"), report("labelled")
 rows = [("teach", "teach", "", teacher.get("scores", {}).get("test", {}).get("f1"))]  # (row, step, throughput, F1)
 n = sum(labelled.get("soft_labels", {}).get("splits", {}).values())  # the augmented tweets and the gold splits
@@ -137,11 +138,11 @@ if "label-procs" in spans:
     rate = f"{n / procs['label_seconds']:.0f} tweets/s" if n and procs.get("label_seconds") else ""
     rows.append((f"label, {procs.get('processes', 'N')} processes (torchrun)", "label-procs", rate, None))
 for name in ("finetune", "distil", "distil_bf16"):
-    if name.replace("_", "-") in spans:
+    if STEP.get(name, name) in spans:
         r = report(name)
         loop = f"{r['train_seconds']:.1f} s in the loop" if r.get("train_seconds") is not None else ""
-        rows.append((name, name.replace("_", "-"), loop, r.get("scores", {}).get("test", {}).get("f1")))
-bench_ok = spans.get("bench", ["FAILED"])[0] != "FAILED" and (out / "bench.json").is_file()
+        rows.append((name, STEP.get(name, name), loop, r.get("scores", {}).get("test", {}).get("f1")))
+bench_ok = ran("bench") and (out / "bench.json").is_file()
 bench = json.loads((out / "bench.json").read_text()) if bench_ok else {"results": []}
 for r in bench["results"]:
     rows.append((f"bench {r['model']} batch {r['batch_size']}", None, f"p50 {r['p50_ms']:.2f} ms, "

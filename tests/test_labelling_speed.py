@@ -30,6 +30,22 @@ def tagger(tiny_student):
     return model.eval()
 
 
+@pytest.fixture
+def embed_calls(monkeypatch) -> list[list]:
+    """The Flair sentences of every call that computes frozen transformer vectors, in call order."""
+    from flair.embeddings import TransformerWordEmbeddings
+
+    calls: list[list] = []
+    original = TransformerWordEmbeddings._add_embeddings_internal
+
+    def spy(self, flair_sentences):
+        calls.append(list(flair_sentences))
+        return original(self, flair_sentences)
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", spy)
+    return calls
+
+
 def sentences() -> list[Sentence]:
     """Tweets whose word and subword counts disagree: some words are URLs of many subwords."""
     words = [w for s in read_conll(CORPUS / "train.txt") for w in s.tokens]
@@ -44,22 +60,13 @@ def sentences() -> list[Sentence]:
     return out
 
 
-def test_vectors_are_computed_once_a_sentence_in_subword_sorted_batches(tagger, monkeypatch):
-    from flair.embeddings import TransformerWordEmbeddings
-
+def test_vectors_are_computed_once_a_sentence_in_subword_sorted_batches(tagger, embed_calls):
     tok = tagger.embeddings.tokenizer
     sents = sentences()
     count = {" ".join(s.tokens): len(tok(list(s.tokens), is_split_into_words=True)["input_ids"]) for s in sents}
-    batches = []
-    original = TransformerWordEmbeddings._add_embeddings_internal
-
-    def spy(self, flair_sentences):
-        batches.append([count[" ".join(t.text for t in s)] for s in flair_sentences])
-        return original(self, flair_sentences)
-
-    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", spy)
     batch_size = 4
     out = list(fl.label(tagger, sents, LABELS, batch_size=batch_size))
+    batches = [[count[" ".join(t.text for t in s)] for s in call] for call in embed_calls]
     assert len(out) == len(sents) and sum(len(b) for b in batches) == len(sents)  # each sentence embedded once
     group = batch_size * fl.EMBED_GROUP_BATCHES
     assert len(sents) > 2 * group  # several groups
@@ -84,10 +91,9 @@ def test_labels_equal_each_tweet_labelled_alone_up_to_float_rounding(tagger):
         assert lab.tags == alone.tags and lab.probs.shape == (len(sent), len(LABELS))
 
 
-def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_embedded_once(tagger, monkeypatch):
+def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_embedded_once(tagger, embed_calls):
     """Ensemble members share Flair sentences: vectors another member computed are reused as they are."""
     import torch
-    from flair.embeddings import TransformerWordEmbeddings
 
     from nerdistil.teacher.flair.sentences import to_flair
 
@@ -96,16 +102,10 @@ def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_e
     with torch.no_grad():
         tagger.embeddings.embed(shared[:25:2])  # some already hold vectors, as after another member's labelling
     before = {i: torch.stack([t.get_embedding() for t in shared[i]]) for i in range(0, 25, 2)}
-    embedded = []
-    original = TransformerWordEmbeddings._add_embeddings_internal
-
-    def spy(self, flair_sentences):
-        embedded.extend(id(s) for s in flair_sentences)
-        return original(self, flair_sentences)
-
-    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", spy)
+    embed_calls.clear()  # only the labelling's own calls
     out = list(fl.label(tagger, sents, LABELS, flair_sentences=shared, batch_size=4))
     assert len(out) == len(sents)
+    embedded = [id(s) for call in embed_calls for s in call]
     assert sorted(embedded) == sorted(id(s) for i, s in enumerate(shared) if i not in before)  # each once
     for i, vectors in before.items():
         assert torch.equal(torch.stack([t.get_embedding() for t in shared[i]]), vectors)

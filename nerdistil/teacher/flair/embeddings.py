@@ -112,10 +112,14 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     return parts[0] if len(parts) == 1 else StackedEmbeddings(parts)
 
 
+def embedding_parts(embeddings) -> list:
+    """The parts of stacked Flair embeddings, or the embeddings alone."""
+    return getattr(embeddings, "embeddings", None) or [embeddings]
+
+
 def all_static(embeddings) -> bool:
     """Whether every part of (stacked) Flair embeddings is frozen, so its vectors never change in training."""
-    parts = getattr(embeddings, "embeddings", None) or [embeddings]
-    return all(getattr(p, "static_embeddings", False) for p in parts)
+    return all(getattr(p, "static_embeddings", False) for p in embedding_parts(embeddings))
 
 
 class EmbeddingCache:

@@ -15,6 +15,7 @@ from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled
 from nerdistil.teacher.crf import crf_marginals, project, tag_projection
+from nerdistil.teacher.flair.embeddings import embedding_parts
 from nerdistil.teacher.flair.sentences import bio_map, teacher_tags, to_flair
 
 SOFT_LABELS = ("posterior", "flair", "hard")
@@ -165,9 +166,9 @@ def _frozen_transformers(embeddings) -> list:
     """
     from flair.embeddings import TokenEmbeddings, TransformerEmbeddings
 
-    parts = getattr(embeddings, "embeddings", None) or [embeddings]
-    return [p for p in parts if isinstance(p, TransformerEmbeddings) and isinstance(p, TokenEmbeddings)
-            and p.static_embeddings and p.token_embedding and not getattr(p, "context_length", 0)]  # fmt: skip
+    return [p for p in embedding_parts(embeddings)
+            if isinstance(p, TransformerEmbeddings) and isinstance(p, TokenEmbeddings) and p.static_embeddings
+            and p.token_embedding and not getattr(p, "context_length", 0)]  # fmt: skip
 
 
 def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> None:
