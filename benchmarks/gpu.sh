@@ -8,9 +8,10 @@
 # Steps: the bundled split, `teach` (default config), labelling of `data augment --copies 10` tweets by that
 # teacher, `finetune`, `distil` (fp32, and bf16 with batch 64 on a GPU) and `bench-latency` of teacher and
 # student on the device. --smoke runs every step on the tiny test corpus with one epoch, to prove the script
-# and its flags work; its numbers mean nothing. The labelling is timed a second time with `--procs N` processes
-# under torchrun (default 4 on a GPU, none on the CPU): they share the machine's GPUs round robin, so Flair's
-# per-sentence Python work runs on N cores. Several GPUs: the same torchrun command (see the README).
+# and its flags work; its numbers mean nothing. The labelling is timed again under torchrun once per count in
+# `--procs N[,N...]` (default on a GPU: 4 and the machine's cores up to 16; none on the CPU): the processes share
+# the machine's GPUs round robin, so Flair's per-sentence Python work (a few ms a tweet, what caps one process)
+# runs on N cores, and one device session gives the scaling curve. Several GPUs: the same torchrun command.
 # --profile runs each one-process step under cProfile (OUT/prof/STEP.prof; the 25 most expensive functions of
 # each in OUT/profile.txt; bench-latency's models run in worker processes, so its profile shows only waiting).
 # Where nvidia-smi is found, the GPU's utilisation is sampled every 0.5 s and averaged over each step.
@@ -30,10 +31,17 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --procs) PROCS="$2"; shift 2 ;;
     --profile) PROFILE=1; shift ;;
-    *) echo "usage: $0 [--device cuda|cpu] [--smoke] [--out DIR] [--procs N] [--profile]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--device cuda|cpu] [--smoke] [--out DIR] [--procs N[,N...]] [--profile]" >&2; exit 2 ;;
   esac
 done
-if [[ -z $PROCS ]]; then if [[ $DEVICE == cpu ]]; then PROCS=1; else PROCS=4; fi; fi
+if [[ -z $PROCS ]]; then  # on a GPU: 4 processes, and one per core up to 16 where the machine has more
+  CORES=$(nproc)
+  if [[ $DEVICE == cpu ]]; then PROCS=1; elif [[ $CORES -gt 4 ]]; then PROCS="4,$((CORES < 16 ? CORES : 16))"
+  else PROCS=4; fi
+fi
+if [[ ! $PROCS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
+  echo "gpu.sh: --procs takes process counts separated by commas, e.g. 4,16; got '$PROCS'" >&2; exit 2
+fi
 PY=${PYTHON:-python3}  # the GPU image has python3 (with torch), not always python
 PROFILED='import cProfile, runpy, sys
 out, sys.argv = sys.argv[1], ["nerdistil", *sys.argv[2:]]
@@ -86,11 +94,13 @@ step teach nd teach teach --corpus "$CORPUS" --out "$OUT/teacher" --device "$DEV
 step augment "$PY" -m nerdistil data augment "$CORPUS/train.txt" "$OUT/augment.txt" --copies 10
 step label nd label teach --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" \
   --pretokenized --out "$OUT/labelled" --device "$DEVICE" --overwrite
-if [[ $PROCS -gt 1 ]]; then
-  step label-procs "$PY" -m torch.distributed.run --standalone --nproc_per_node "$PROCS" -m nerdistil teach \
-    --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" --pretokenized \
-    --out "$OUT/labelled_procs" --device "$DEVICE" --overwrite
-fi
+for P in ${PROCS//,/ }; do  # torchrun rows: label-procs-P, written to OUT/labelled_procs_P
+  if [[ $P -gt 1 ]]; then
+    step "label-procs-$P" "$PY" -m torch.distributed.run --standalone --nproc_per_node "$P" -m nerdistil teach \
+      --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" --pretokenized \
+      --out "$OUT/labelled_procs_$P" --device "$DEVICE" --overwrite
+  fi
+done
 step finetune nd finetune finetune --corpus "$CORPUS" --out "$OUT/finetune" --device "$DEVICE" --overwrite \
   "${STUDENT[@]}"
 step distil nd distil distil --soft-labels "$OUT/teacher" --out "$OUT/distil" --device "$DEVICE" --overwrite \
@@ -124,7 +134,9 @@ def util(step):  # the mean GPU utilisation while a step ran
     return f"{sum(inside) / len(inside):.0f}%" if inside else "-"
 def ran(step):  # whether a step ran and succeeded in this run (an output folder may be an earlier run's)
     return spans.get(step, ["FAILED"])[0] != "FAILED"
-STEP = {"teacher": "teach", "labelled": "label", "labelled_procs": "label-procs", "distil_bf16": "distil-bf16"}
+STEP = {"teacher": "teach", "labelled": "label", "distil_bf16": "distil-bf16"}
+procs_steps = [step for step in spans if step.startswith("label-procs-")]  # in the order they ran
+STEP.update({f"labelled_procs_{step.rsplit('-', 1)[1]}": step for step in procs_steps})
 def report(name):  # the report in OUT/name, only if its step ran and succeeded in this run
     f = out / name / "report.json"
     return json.loads(f.read_text()) if ran(STEP.get(name, name)) and f.is_file() else {}
@@ -133,10 +145,11 @@ rows = [("teach", "teach", "", teacher.get("scores", {}).get("test", {}).get("f1
 n = sum(labelled.get("soft_labels", {}).get("splits", {}).values())  # the augmented tweets and the gold splits
 rate = f"{n / labelled['label_seconds']:.0f} tweets/s ({n:,} tweets)" if n and labelled.get("label_seconds") else ""
 rows.append(("label (teach --unlabeled)", "label", rate, None))
-if "label-procs" in spans:
-    procs = report("labelled_procs")
+for step in procs_steps:
+    count = step.rsplit("-", 1)[1]
+    procs = report(f"labelled_procs_{count}")
     rate = f"{n / procs['label_seconds']:.0f} tweets/s" if n and procs.get("label_seconds") else ""
-    rows.append((f"label, {procs.get('processes', 'N')} processes (torchrun)", "label-procs", rate, None))
+    rows.append((f"label, {procs.get('processes', count)} processes (torchrun)", step, rate, None))
 for name in ("finetune", "distil", "distil_bf16"):
     if STEP.get(name, name) in spans:
         r = report(name)

@@ -16,15 +16,15 @@ while true; do echo "$(date '+%Y/%m/%d %H:%M:%S.%3N'), 37, 1234"; sleep 0.1; don
 
 
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    """Every step and flag: torchrun labelling with 2 processes, cProfile, and the utilisation column (a fake
-    nvidia-smi on PATH)."""
+    """Every step and flag: torchrun labelling from a list of process counts (1 gives no torchrun row, 2 one),
+    cProfile, and the utilisation column (a fake nvidia-smi on PATH)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
     (bin_dir / "nvidia-smi").chmod(0o755)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     run = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--smoke", "--out", str(tmp_path / "g"),
-                          "--procs", "2", "--profile"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          "--procs", "1,2", "--profile"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     table = run.stdout[run.stdout.index("| step") :]
@@ -36,7 +36,8 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     for step in ("teach", "label", "finetune", "distil"):
         assert f"===== {step}: " in profile
     assert "run_teach" in profile  # a real profile of nerdistil's own code
-    procs = json.loads((tmp_path / "g" / "labelled_procs" / "report.json").read_text())
+    assert "1 processes" not in table and not (tmp_path / "g" / "labelled_procs_1").exists()
+    procs = json.loads((tmp_path / "g" / "labelled_procs_2" / "report.json").read_text())
     assert procs["processes"] == 2
     for name in ("teacher", "labelled", "finetune", "distil"):
         report = json.loads((tmp_path / "g" / name / "report.json").read_text())
@@ -56,3 +57,12 @@ def test_profiled_steps_keep_their_exit_status(tmp_path):
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 2 and "corpus folder not found" in run.stderr
     assert (tmp_path / "p.prof").stat().st_size > 0  # the profile is written all the same
+
+
+def test_bad_process_counts_stop_before_any_step(tmp_path):
+    """``--procs`` takes counts separated by commas: anything else is a one-line error (exit 2) before any work."""
+    for bad in ("0", "4,", "four", "2,-1"):
+        run = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--smoke", "--out", str(tmp_path / "g"),
+                              "--procs", bad], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert run.returncode == 2 and "--procs takes process counts" in run.stderr, (bad, run.stderr)
+        assert not (tmp_path / "g").exists()
