@@ -111,6 +111,56 @@ def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_e
         assert torch.equal(torch.stack([t.get_embedding() for t in shared[i]]), vectors)
 
 
+def test_batches_that_fit_skip_flairs_strided_path_and_keep_every_vector_bitwise(tagger, monkeypatch):
+    """Flair's strided path (for sentences longer than the transformer's input) only where a batch needs it."""
+    import contextlib
+
+    import torch
+    from flair.embeddings import transformer as ft
+
+    from nerdistil.teacher.flair.sentences import to_flair
+
+    part = tagger.embeddings
+    tok = part.tokenizer
+    fits = tok.model_max_length - tok.num_special_tokens_to_add()
+    assert part.allow_long_sentences and part.stride == tok.model_max_length // 2  # as nerdistil builds it
+    sents = [*sentences()[:11], Sentence(["http://t.co/x7qx7q"] * fits)]  # one sentence overflows the input
+    assert len(tok(list(sents[-1].tokens), is_split_into_words=True, add_special_tokens=False)["input_ids"]) > fits
+    strided = []
+    original = ft.combine_strided_tensors
+    monkeypatch.setattr(ft, "combine_strided_tensors", lambda *a: strided.append(1) or original(*a))
+
+    def vectors(flair_sentences):
+        with torch.no_grad():
+            fl._embed_by_subwords([part], flair_sentences, 4)
+        return [torch.stack([t.get_embedding() for t in s]) for s in flair_sentences]
+
+    ours = vectors(to_flair(sents))
+    assert len(strided) == 3  # one batch (the long sentence's) took the strided path: ids, states, word ids
+    assert part.allow_long_sentences and part.stride == tok.model_max_length // 2  # restored
+    strided.clear()
+    monkeypatch.setattr(fl, "_unstrided", lambda part, fits: contextlib.nullcontext())  # Flair's path throughout
+    flairs = vectors(to_flair(sents))
+    assert len(strided) == 3 * 3  # all three batches
+    assert all(torch.equal(a, b) for a, b in zip(ours, flairs))  # the same batches, the same vectors bitwise
+
+
+def test_flairs_settings_come_back_when_embedding_fails(tagger, monkeypatch):
+    from flair.embeddings import TransformerWordEmbeddings
+
+    from nerdistil.teacher.flair.sentences import to_flair
+
+    def boom(self, sentences):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", boom)
+    part = tagger.embeddings
+    stride = part.stride
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fl._embed_by_subwords([part], to_flair(sentences()[:3]), 4)
+    assert part.allow_long_sentences and part.stride == stride
+
+
 def test_transformers_reading_neighbouring_sentences_are_left_to_flairs_own_batches(tiny_student):
     """A frozen encoder with ``use_context`` embeds a sentence with its batch's neighbours: not batched ahead."""
     from flair.embeddings import StackedEmbeddings, TransformerWordEmbeddings

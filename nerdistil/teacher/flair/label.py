@@ -5,6 +5,7 @@ Batches are sorted longest first (Flair packs sequences); long sentences go in o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 
@@ -190,8 +191,32 @@ def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> Non
         counts = part.tokenizer([[t.text for t in s] for s in todo], is_split_into_words=True,
                                 add_special_tokens=False, verbose=False)["input_ids"]  # fmt: skip
         order = sorted(range(len(todo)), key=lambda k: -len(counts[k]))
+        fits = part.tokenizer.model_max_length - part.tokenizer.num_special_tokens_to_add()
         for start in range(0, len(order), batch_size):
-            part.embed([todo[k] for k in order[start : start + batch_size]])
+            batch = order[start : start + batch_size]
+            with _unstrided(part, len(counts[batch[0]]) <= fits):  # longest first
+                part.embed([todo[k] for k in batch])
+
+
+@contextlib.contextmanager
+def _unstrided(part, fits: bool) -> Iterator[None]:
+    """Flair's plain path for a batch whose sentences all fit the transformer's input (``fits``).
+
+    With ``allow_long_sentences`` Flair runs every batch through its strided path, which copies each
+    sentence's hidden states into a 512-position tensor one sentence at a time (a third of the
+    labeller's time besides the networks on a CPU, and a device wait per sentence on a GPU), though a
+    tweet never overflows. For a batch that fits, the model gets the same input ids and mask, and each
+    word the same vector, bitwise (tested); a batch with a longer sentence keeps Flair's strided path.
+    """
+    if not (fits and part.allow_long_sentences):
+        yield
+        return
+    stride = part.stride
+    part.allow_long_sentences, part.stride = False, 0  # Flair's own settings without long sentences
+    try:
+        yield
+    finally:
+        part.allow_long_sentences, part.stride = True, stride
 
 
 def _host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple[list, list]:
