@@ -184,7 +184,7 @@ def test_host_viterbi_gives_flairs_own_paths_and_restores_flairs_device(tagger, 
     with torch.no_grad():
         scores = tagger.forward(*tagger._prepare_tensors(batch))
         want_paths, want_all = tagger.viterbi_decoder.decode(scores, True, batch)
-        got_paths, got_all = fl._host_viterbi(tagger, scores, True, batch)
+        got_paths, got_all = fl.host_viterbi(tagger, scores, True, batch)
     assert got_paths == want_paths and flair.device is device
     assert [[[(lab.value, lab.score) for lab in d] for d in s] for s in got_all] == [
         [[(lab.value, lab.score) for lab in d] for d in s] for s in want_all]  # fmt: skip
@@ -192,9 +192,9 @@ def test_host_viterbi_gives_flairs_own_paths_and_restores_flairs_device(tagger, 
     def fail(*_):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(tagger.viterbi_decoder, "decode", fail)
+    monkeypatch.setattr(type(tagger.viterbi_decoder), "decode", fail)
     with pytest.raises(RuntimeError, match="boom"):
-        fl._host_viterbi(tagger, scores, False, batch)
+        fl.host_viterbi(tagger, scores, False, batch)
     assert flair.device is device
 
 

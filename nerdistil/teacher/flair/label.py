@@ -219,7 +219,7 @@ def _unstrided(part, fits: bool) -> Iterator[None]:
         part.allow_long_sentences, part.stride = True, stride
 
 
-def _host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple[list, list]:
+def host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple[list, list]:
     """Flair's Viterbi decoding (``ViterbiDecoder.decode``) of one batch, run on the host with int lengths.
 
     Flair's decoder loops over words and sentences in Python: with the lengths as a tensor each step
@@ -233,7 +233,8 @@ def _host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tupl
     device = flair.device
     flair.device = torch.device("cpu")  # where the decoder makes its score and backpointer tensors
     try:
-        return tagger.viterbi_decoder.decode((features.cpu(), lengths.tolist(), transitions.cpu()), all_classes, batch)
+        decoder = tagger.viterbi_decoder  # Flair's class's own decode, even while ``int_lengths_crf`` stands in
+        return type(decoder).decode(decoder, (features.cpu(), lengths.tolist(), transitions.cpu()), all_classes, batch)
     finally:
         flair.device = device
 
@@ -251,7 +252,7 @@ def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, 
         marg1 = marg
         if decode_probs and temperature != 1:  # a second forward-backward only when asked for
             marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
-        decoded, _ = _host_viterbi(tagger, scores, False, batch)
+        decoded, _ = host_viterbi(tagger, scores, False, batch)
         paths = [[tag for tag, _ in sent] for sent in decoded]
     else:
         flat = torch.softmax(scores / temperature, dim=-1)
@@ -266,7 +267,7 @@ def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, 
             paths.append([teacher_tags(tagger)[k] for k in scores[offset : offset + n].argmax(-1).tolist()])
             offset += n
     if kind == "flair" and tagger.use_crf:
-        _, all_tags = _host_viterbi(tagger, scores, True, batch)
+        _, all_tags = host_viterbi(tagger, scores, True, batch)
         marg = torch.zeros_like(marg)
         for b, sent in enumerate(all_tags):
             for t, dist in enumerate(sent):

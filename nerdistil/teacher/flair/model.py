@@ -6,8 +6,13 @@ only files nerdistil wrote or the user trusts.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence
@@ -20,7 +25,7 @@ from nerdistil.teacher.flair.embeddings import (
     fine_tuned,
     share_embeddings,
 )
-from nerdistil.teacher.flair.label import SOFT_LABELS, label
+from nerdistil.teacher.flair.label import SOFT_LABELS, host_viterbi, label
 from nerdistil.teacher.flair.sentences import TAG_TYPE, flair_tags, teacher_tags, to_flair
 
 
@@ -63,15 +68,16 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     trainer = ModelTrainer(tagger, corpus)
     common = {"mini_batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "save_final_model": False,
               "create_file_logs": True, "use_amp": cfg.mixed_precision != "no"}  # fmt: skip
-    if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
-        trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
-                          embeddings_storage_mode="none", **common)  # fmt: skip
-    else:  # SGD with annealing on plateaus; frozen embeddings are computed once, then cached in memory
-        # on a GPU the cached vectors stay there: moving each token's vector to the device every batch was
-        # most of a GPU epoch (261,816 single-tensor copies in a 4-epoch profile)
-        storage = "gpu" if flair.device.type == "cuda" else "cpu"
-        trainer.train(str(work_dir), learning_rate=cfg.learning_rate, patience=cfg.patience,
-                      embeddings_storage_mode=storage, **common)  # fmt: skip
+    with int_lengths_crf(tagger):
+        if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
+            trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
+                              embeddings_storage_mode="none", **common)  # fmt: skip
+        else:  # SGD with annealing on plateaus; frozen embeddings are computed once, then cached in memory
+            # on a GPU the cached vectors stay there: moving each token's vector to the device every batch was
+            # most of a GPU epoch (261,816 single-tensor copies in a 4-epoch profile)
+            storage = "gpu" if flair.device.type == "cuda" else "cpu"
+            trainer.train(str(work_dir), learning_rate=cfg.learning_rate, patience=cfg.patience,
+                          embeddings_storage_mode=storage, **common)  # fmt: skip
     best = work_dir / "best-model.pt"
     if not best.is_file():  # no dev improvement was ever recorded; keep the last state
         tagger.save(best)
@@ -80,6 +86,57 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
         for s in f_train + f_dev:
             s.clear_embeddings()
     return tagger, best
+
+
+@contextlib.contextmanager
+def int_lengths_crf(tagger) -> Iterator[None]:
+    """While ``tagger`` trains: Flair's CRF loss and its Viterbi decoding, step for step, with int lengths.
+
+    Flair's ``ViterbiLoss`` loops over word steps and compares every sentence's length as a 0-d
+    tensor at each step (thousands of tiny tensor operations a batch), and the per-epoch dev
+    evaluation's Viterbi decoding waits for the device twice a word on a GPU. With the lengths as
+    ints (and the decoding on the host, as in labelling) the loss, its gradients and the paths are
+    bitwise Flair's (tested, and a whole training run), so a teacher trains exactly as before, only
+    faster. Set on the tagger's loss and decoder objects and removed afterwards: the saved model
+    holds nothing of it.
+    """
+    from flair.models.sequence_tagger_utils.viterbi import ViterbiLoss
+
+    loss, decoder = tagger.loss_function, tagger.viterbi_decoder
+    if not isinstance(loss, ViterbiLoss):  # a tagger without a CRF: nothing to change
+        yield
+        return
+    loss.forward = functools.partial(_viterbi_loss, loss)
+    decoder.decode = functools.partial(host_viterbi, tagger)
+    try:
+        yield
+    finally:
+        del loss.forward, decoder.decode
+
+
+def _viterbi_loss(loss, features_tuple: tuple, targets: torch.Tensor) -> torch.Tensor:
+    """Flair 0.15's ``ViterbiLoss.forward``, the same operations in the same order, with the lengths as ints."""
+    import flair
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    features, lengths_tensor, transitions = features_tuple
+    lengths = lengths_tensor.tolist()
+    batch_size, seq_len = features.size(0), features.size(1)
+    targets, matrix_indices = loss._format_targets(targets, lengths_tensor)
+    matrix_indices = torch.tensor(matrix_indices, dtype=torch.long).unsqueeze(2).to(flair.device)
+    scores_at_targets = torch.gather(features.view(batch_size, seq_len, -1), 2, matrix_indices)
+    scores_at_targets = pack_padded_sequence(scores_at_targets, lengths_tensor, batch_first=True)[0]
+    to_stop = transitions[np.repeat(loss.stop_tag, batch_size), [t[n - 1] for t, n in zip(targets, lengths)]]
+    gold_score = scores_at_targets.sum() + to_stop.sum()
+    scores_upto_t = torch.zeros(batch_size, loss.tagset_size, device=flair.device, dtype=features.dtype)
+    for t in range(max(lengths)):
+        b = sum(n > t for n in lengths)  # the batch is sorted longest first: the sentences still running
+        if t == 0:
+            scores_upto_t[:b] = scores_upto_t[:b] + features[:b, t, :, loss.start_tag]
+        else:
+            scores_upto_t[:b] = loss._log_sum_exp(features[:b, t, :, :] + scores_upto_t[:b].unsqueeze(1), dim=2)
+    all_paths_scores = loss._log_sum_exp(scores_upto_t + transitions[loss.stop_tag].unsqueeze(0), dim=1).sum()
+    return all_paths_scores - gold_score
 
 
 def load_tagger(path: str | Path):
