@@ -67,19 +67,12 @@ def main() -> None:
               "speedups": speedups, "median_speedup": float(np.median(speedups)), "bitwise_same_weights": same,
               "test_f1": f1}  # fmt: skip
     Path(args.json).write_text(json.dumps(result, indent=2))
-    lines = [
-        "```",
-        command,
-        "```",
-        "",
-        f"`nerdistil teach` with the default config{'' if args.epochs is None else f', {args.epochs} epochs'} "
-        f"on the bundled split (1,915 train tweets, dev scored every epoch), this code and commit "
-        f"`{args.against}` in {args.rounds} interleaved rounds on the CPU (2 threads); time = `train_seconds` "
-        "(training, dev scoring and model saving, not the labelling).",
-        "",
-        f"| round | `{args.against}` s | this code s | speed-up |",
-        "|---|---|---|---|",
-    ]
+    epochs_note = "" if args.epochs is None else f", {args.epochs} epochs"
+    lines = ["```", command, "```", "",
+             f"`nerdistil teach` with the default config{epochs_note} on the bundled split (1,915 train tweets, dev "
+             f"scored every epoch), this code and commit `{args.against}` in {args.rounds} interleaved rounds on the "
+             "CPU (2 threads); time = `train_seconds` (training, dev scoring and model saving, not the labelling).",
+             "", f"| round | `{args.against}` s | this code s | speed-up |", "|---|---|---|---|"]  # fmt: skip
     for r, (b, a) in enumerate(zip(seconds["ref"], seconds["this"])):
         lines.append(f"| {r + 1} | {b:.1f} | {a:.1f} | {b / a:.2f}x |")
     lines += [
