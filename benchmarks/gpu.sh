@@ -94,8 +94,10 @@ step teach nd teach teach --corpus "$CORPUS" --out "$OUT/teacher" --device "$DEV
 step augment "$PY" -m nerdistil data augment "$CORPUS/train.txt" "$OUT/augment.txt" --copies 10
 step label nd label teach --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" \
   --pretokenized --out "$OUT/labelled" --device "$DEVICE" --overwrite
-for P in ${PROCS//,/ }; do  # torchrun rows: label-procs-P, written to OUT/labelled_procs_P
-  if [[ $P -gt 1 ]]; then
+SEEN=" "
+for P in ${PROCS//,/ }; do  # torchrun rows: label-procs-P, written to OUT/labelled_procs_P (a repeated count once)
+  if [[ $P -gt 1 && $SEEN != *" $P "* ]]; then
+    SEEN+="$P "
     step "label-procs-$P" "$PY" -m torch.distributed.run --standalone --nproc_per_node "$P" -m nerdistil teach \
       --corpus "$CORPUS" --teacher "$OUT/teacher/teacher.pt" --unlabeled "$OUT/augment.txt" --pretokenized \
       --out "$OUT/labelled_procs_$P" --device "$DEVICE" --overwrite

@@ -15,7 +15,8 @@ fp32) is opt-in and changes the soft labels in the last bits. Run it on an other
 ``--against REF`` also times this code against the code of git commit REF (checked out in a worktree under
 ``--out``) in ``--rounds`` interleaved rounds on the first ``--ab-lines`` tweets, fp32: each round runs both, the
 one to go first alternating, so a shared machine's slow minutes fall on both alike. It reports each round's rate,
-the median speed-up, and how far the two codes' soft labels and tags are apart (``label-speed-ab`` section).
+the median speed-up, and how far the two codes' soft labels and tags are apart (``label-speed-ab-REF`` section
+of RESULTS.md, ``label_speed_ab_REF.json``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def against(args: argparse.Namespace, tweets: Path, out: Path, command: str) -> 
     diffs = {s: compare(out / "ab_ref_0", out / "ab_this_0", s) for s in splits}
     result = {"command": command, "against": args.against, "tweets": tweets_n, "label_seconds": seconds,
               "speedups": speedups, "median_speedup": float(np.median(speedups)), "soft_label_diff": diffs}  # fmt: skip
-    Path(args.json).with_name("label_speed_ab.json").write_text(json.dumps(result, indent=2))
+    Path(args.json).with_name(f"label_speed_ab_{args.against}.json").write_text(json.dumps(result, indent=2))
     worst = max(d["max_abs_prob_diff"] for d in diffs.values())
     words = sum(d["words"] for d in diffs.values())
     agree = sum(d["tag_agreement"] * d["words"] for d in diffs.values()) / words
@@ -103,8 +104,8 @@ def against(args: argparse.Namespace, tweets: Path, out: Path, command: str) -> 
         f"Median speed-up **{np.median(speedups):.2f}x**. Soft labels against `{args.against}`'s (round 1, "
         f"every split): max abs difference {worst:.1e}, tags equal on {agree:.4%} of {words:,} words.",
     ]
-    update_section("benchmarks/RESULTS.md", "label-speed-ab", f"Labelling speed on the CPU: this code against "
-                   f"{args.against}", "\n".join(lines))  # fmt: skip
+    update_section("benchmarks/RESULTS.md", f"label-speed-ab-{args.against}", f"Labelling speed on the CPU: this "
+                   f"code against {args.against}", "\n".join(lines))  # fmt: skip
     print("\n".join(lines))
 
 

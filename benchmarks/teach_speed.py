@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from label_speed import nerdistil, worktree  # noqa: E402
 from results_md import update_section  # noqa: E402
 
+from nerdistil.data.conll import read_conll  # noqa: E402
+
 
 def same_weights(a: Path, b: Path) -> bool:
     """Whether two Flair teacher files hold bitwise the same weights."""
@@ -68,10 +70,12 @@ def main() -> None:
               "test_f1": f1}  # fmt: skip
     Path(args.json).write_text(json.dumps(result, indent=2))
     epochs_note = "" if args.epochs is None else f", {args.epochs} epochs"
+    n_train = len(read_conll(corpus / "train.txt"))
     lines = ["```", command, "```", "",
-             f"`nerdistil teach` with the default config{epochs_note} on the bundled split (1,915 train tweets, dev "
-             f"scored every epoch), this code and commit `{args.against}` in {args.rounds} interleaved rounds on the "
-             "CPU (2 threads); time = `train_seconds` (training, dev scoring and model saving, not the labelling).",
+             f"`nerdistil teach` with the default config{epochs_note} on `{args.corpus}` ({n_train:,} train tweets, "
+             f"dev scored every epoch), this code and commit `{args.against}` in {args.rounds} interleaved rounds on "
+             "the CPU (2 threads); time = `train_seconds` (training, dev scoring and model saving, not the "
+             "labelling).",
              "", f"| round | `{args.against}` s | this code s | speed-up |", "|---|---|---|---|"]  # fmt: skip
     for r, (b, a) in enumerate(zip(seconds["ref"], seconds["this"])):
         lines.append(f"| {r + 1} | {b:.1f} | {a:.1f} | {b / a:.2f}x |")

@@ -145,6 +145,42 @@ def test_batches_that_fit_skip_flairs_strided_path_and_keep_every_vector_bitwise
     assert all(torch.equal(a, b) for a, b in zip(ours, flairs))  # the same batches, the same vectors bitwise
 
 
+def test_the_fit_test_holds_at_the_boundary(tagger, monkeypatch):
+    """A sentence of exactly the input's room takes the plain path, one subword more the strided one; both give
+    Flair's vectors bitwise (an off-by-one would truncate the last words of the first or skip the second)."""
+    import contextlib
+
+    import torch
+    from flair.embeddings import transformer as ft
+
+    from nerdistil.teacher.flair.sentences import to_flair
+
+    part = tagger.embeddings
+    tok = part.tokenizer
+    fits = tok.model_max_length - tok.num_special_tokens_to_add()
+    one = next(w for s in sentences() for w in s.tokens if len(tok.tokenize(w)) == 1 and w.isalpha())
+    strided = []
+    original = ft.combine_strided_tensors
+    monkeypatch.setattr(ft, "combine_strided_tensors", lambda *a: strided.append(1) or original(*a))
+
+    def vectors(words):
+        flair_sentences = to_flair([Sentence(words)])
+        with torch.no_grad():
+            fl._embed_by_subwords([part], flair_sentences, 4)
+        return torch.stack([t.get_embedding() for t in flair_sentences[0]])
+
+    for n, calls in ((fits, 0), (fits + 1, 3)):
+        words = [one] * n
+        assert len(tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]) == n
+        strided.clear()
+        ours = vectors(words)
+        assert len(strided) == calls, n
+        with monkeypatch.context() as m:
+            m.setattr(fl, "_unstrided", lambda part, fits: contextlib.nullcontext())
+            flairs = vectors(words)
+        assert ours.shape[0] == n and torch.equal(ours, flairs) and bool(ours[-1].abs().sum() > 0)
+
+
 def test_flairs_settings_come_back_when_embedding_fails(tagger, monkeypatch):
     from flair.embeddings import TransformerWordEmbeddings
 

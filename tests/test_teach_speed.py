@@ -57,6 +57,11 @@ def test_a_teacher_trains_bitwise_as_with_flairs_own_loss_and_decoding(tmp_path,
     from nerdistil import softlabels
     from nerdistil.cli import main
 
+    calls = {"loss": 0, "decode": 0}  # the patched run must really take the int-lengths loss and host decoding
+    loss, decode = fm._viterbi_loss, fm.host_viterbi
+    monkeypatch.setattr(fm, "_viterbi_loss", lambda *a: calls.__setitem__("loss", calls["loss"] + 1) or loss(*a))
+    monkeypatch.setattr(fm, "host_viterbi", lambda *a: calls.__setitem__("decode", calls["decode"] + 1) or decode(*a))
+
     def teach(out, patched):
         if not patched:
             monkeypatch.setattr(fm, "int_lengths_crf", lambda tagger: contextlib.nullcontext())
@@ -66,7 +71,9 @@ def test_a_teacher_trains_bitwise_as_with_flairs_own_loss_and_decoding(tmp_path,
         assert e.value.code in (0, None)
         return torch.load(out / "teacher.pt", map_location="cpu", weights_only=False)["state_dict"]
 
-    ours, flairs = teach(tmp_path / "ours", True), teach(tmp_path / "flairs", False)
+    ours = teach(tmp_path / "ours", True)
+    assert calls["loss"] > 0 and calls["decode"] > 0
+    flairs = teach(tmp_path / "flairs", False)
     assert ours.keys() == flairs.keys() and all(torch.equal(ours[k], flairs[k]) for k in ours)
     a, b = softlabels.load(tmp_path / "ours" / "soft_labels"), softlabels.load(tmp_path / "flairs" / "soft_labels")
     for split in ("train", "dev", "test"):

@@ -203,10 +203,11 @@ def _unstrided(part, fits: bool) -> Iterator[None]:
     """Flair's plain path for a batch whose sentences all fit the transformer's input (``fits``).
 
     With ``allow_long_sentences`` Flair runs every batch through its strided path, which copies each
-    sentence's hidden states into a 512-position tensor one sentence at a time (a third of the
-    labeller's time besides the networks on a CPU, and a device wait per sentence on a GPU), though a
-    tweet never overflows. For a batch that fits, the model gets the same input ids and mask, and each
-    word the same vector, bitwise (tested); a batch with a longer sentence keeps Flair's strided path.
+    sentence's hidden states into a 512-position tensor one sentence at a time (about a sixth of the
+    labeller's time besides the networks on a CPU; on a GPU each sentence's boolean indexing waits
+    for the device), though a tweet never overflows. For a batch that fits, the model gets the same
+    input ids and mask, and each word the same vector, bitwise (tested); a batch with a longer
+    sentence keeps Flair's strided path.
     """
     if not (fits and part.allow_long_sentences):
         yield

@@ -90,15 +90,16 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
 
 @contextlib.contextmanager
 def int_lengths_crf(tagger) -> Iterator[None]:
-    """While ``tagger`` trains: Flair's CRF loss and its Viterbi decoding, step for step, with int lengths.
+    """While ``tagger`` trains: Flair's CRF loss and Viterbi decoding, step for step, looping over int lengths.
 
     Flair's ``ViterbiLoss`` loops over word steps and compares every sentence's length as a 0-d
     tensor at each step (thousands of tiny tensor operations a batch), and the per-epoch dev
-    evaluation's Viterbi decoding waits for the device twice a word on a GPU. With the lengths as
-    ints (and the decoding on the host, as in labelling) the loss, its gradients and the paths are
-    bitwise Flair's (tested, and a whole training run), so a teacher trains exactly as before, only
-    faster. Set on the tagger's loss and decoder objects and removed afterwards: the saved model
-    holds nothing of it.
+    evaluation's Viterbi decoding waits for the device twice a word on a GPU. With those loops over
+    ints (Flair's target formatting still gets its tensor; the decoding runs on the host, as in
+    labelling) the loss, its gradients and the paths are Flair's own, bitwise on a CPU (tested, and
+    a whole training run), so a teacher trains exactly as before, only faster. Set on the tagger's
+    loss and decoder objects and removed afterwards: the saved model holds nothing of it (Flair
+    saves the weights and settings, not these objects).
     """
     from flair.models.sequence_tagger_utils.viterbi import ViterbiLoss
 
