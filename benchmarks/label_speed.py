@@ -28,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,26 +59,35 @@ def worktree(ref: str, out: Path) -> Path:
     return tree
 
 
+def interleaved(ref: str, out: Path, rounds: int,
+                run: Callable[[str, Path, int], float]) -> tuple[dict[str, list[float]], list[float]]:  # fmt: skip
+    """Seconds of ``run(name, code folder, round)`` for this code ("this") and commit ``ref``'s ("ref") each round,
+    the one to go first alternating (a shared machine's slow minutes fall on both alike), and the speed-ups."""
+    codes = {"this": Path(__file__).resolve().parents[1], "ref": worktree(ref, out)}
+    seconds: dict[str, list[float]] = {name: [] for name in codes}
+    for r in range(rounds):
+        for name in list(codes)[r % 2 :] + list(codes)[: r % 2]:
+            seconds[name].append(run(name, codes[name], r))
+    return seconds, [b / a for a, b in zip(seconds["this"], seconds["ref"])]
+
+
 def against(args: argparse.Namespace, tweets: Path, out: Path, command: str) -> None:
     """This code against commit ``args.against``: interleaved fp32 rounds, speed-up and soft-label distance."""
-    codes = {"this": Path(__file__).resolve().parents[1], "ref": worktree(args.against, out)}
     subset = out / f"first{args.ab_lines}.txt"
     with tweets.open() as f, subset.open("w") as g:
         picked = [line for _, line in zip(range(args.ab_lines), f)]
         g.writelines(picked)
-    seconds: dict[str, list[float]] = {name: [] for name in codes}
-    splits = {}
-    for r in range(args.rounds):
-        for name in list(codes)[r % 2 :] + list(codes)[: r % 2]:  # who goes first alternates
-            run = (out / f"ab_{name}_{r}").resolve()
-            nerdistil("teach", "--teacher", Path(args.teacher).resolve(), "--trust-teacher", "--corpus",
-                      Path(args.corpus).resolve(), "--unlabeled", subset.resolve(), "--pretokenized", "--out", run,
-                      "--device", "cpu", "--overwrite", cwd=codes[name])  # fmt: skip
-            report = json.loads((run / "report.json").read_text())
-            seconds[name].append(report["label_seconds"])
-            splits = report["soft_labels"]["splits"]
+
+    def label(name: str, code: Path, r: int) -> float:
+        run = (out / f"ab_{name}_{r}").resolve()
+        nerdistil("teach", "--teacher", Path(args.teacher).resolve(), "--trust-teacher", "--corpus",
+                  Path(args.corpus).resolve(), "--unlabeled", subset.resolve(), "--pretokenized", "--out", run,
+                  "--device", "cpu", "--overwrite", cwd=code)  # fmt: skip
+        return json.loads((run / "report.json").read_text())["label_seconds"]
+
+    seconds, speedups = interleaved(args.against, out, args.rounds, label)
+    splits = json.loads((out / "ab_this_0" / "report.json").read_text())["soft_labels"]["splits"]
     tweets_n = sum(splits.values())
-    speedups = [b / a for a, b in zip(seconds["this"], seconds["ref"])]
     diffs = {s: compare(out / "ab_ref_0", out / "ab_this_0", s) for s in splits}
     result = {"command": command, "against": args.against, "tweets": tweets_n, "label_seconds": seconds,
               "speedups": speedups, "median_speedup": float(np.median(speedups)), "soft_label_diff": diffs}  # fmt: skip

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from label_speed import nerdistil, worktree  # noqa: E402
+from label_speed import interleaved, nerdistil  # noqa: E402
 from results_md import update_section  # noqa: E402
 
 from nerdistil.data.conll import read_conll  # noqa: E402
@@ -51,20 +51,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (corpus / "train.txt").is_file():
         nerdistil("data", "wnut16", corpus)
-    codes = {"this": Path(__file__).resolve().parents[1], "ref": worktree(args.against, out)}
     epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
-    seconds: dict[str, list[float]] = {name: [] for name in codes}
-    f1: dict[str, float] = {}
-    for r in range(args.rounds):
-        for name in list(codes)[r % 2 :] + list(codes)[: r % 2]:  # who goes first alternates
-            run = (out / f"{name}_{r}").resolve()
-            nerdistil("teach", "--corpus", corpus, "--out", run, "--device", "cpu", "--overwrite", *epochs,
-                      cwd=codes[name])  # fmt: skip
-            report = json.loads((run / "report.json").read_text())
-            seconds[name].append(report["train_seconds"])
-            f1[name] = report["scores"]["test"]["f1"]
+
+    def teach(name: str, code: Path, r: int) -> float:
+        run = (out / f"{name}_{r}").resolve()
+        nerdistil("teach", "--corpus", corpus, "--out", run, "--device", "cpu", "--overwrite", *epochs, cwd=code)
+        return json.loads((run / "report.json").read_text())["train_seconds"]
+
+    seconds, speedups = interleaved(args.against, out, args.rounds, teach)
+    last = {name: json.loads((out / f"{name}_{args.rounds - 1}" / "report.json").read_text()) for name in seconds}
+    f1 = {name: report["scores"]["test"]["f1"] for name, report in last.items()}
     same = same_weights(out / "ref_0" / "teacher.pt", out / "this_0" / "teacher.pt")
-    speedups = [b / a for a, b in zip(seconds["this"], seconds["ref"])]
     result = {"command": command, "against": args.against, "epochs": args.epochs, "train_seconds": seconds,
               "speedups": speedups, "median_speedup": float(np.median(speedups)), "bitwise_same_weights": same,
               "test_f1": f1}  # fmt: skip

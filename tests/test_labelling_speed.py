@@ -111,14 +111,38 @@ def test_shared_sentences_already_embedded_keep_their_vectors_and_the_rest_are_e
         assert torch.equal(torch.stack([t.get_embedding() for t in shared[i]]), vectors)
 
 
-def test_batches_that_fit_skip_flairs_strided_path_and_keep_every_vector_bitwise(tagger, monkeypatch):
-    """Flair's strided path (for sentences longer than the transformer's input) only where a batch needs it."""
+@pytest.fixture
+def strided_calls(monkeypatch) -> list:
+    """One entry per call of Flair's strided combination: three for each batch on its strided path (input ids,
+    hidden states, word ids)."""
+    from flair.embeddings import transformer as ft
+
+    calls: list = []
+    original = ft.combine_strided_tensors
+    monkeypatch.setattr(ft, "combine_strided_tensors", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+def subword_vectors(part, sents: list[Sentence], flairs_path: bool = False) -> list:
+    """Each sentence's frozen vectors from ``_embed_by_subwords`` (batches of 4); ``flairs_path``: with Flair's
+    strided path for every batch, as before the fit test."""
     import contextlib
 
     import torch
-    from flair.embeddings import transformer as ft
 
     from nerdistil.teacher.flair.sentences import to_flair
+
+    flair_sentences = to_flair(sents)
+    with pytest.MonkeyPatch.context() as m, torch.no_grad():
+        if flairs_path:
+            m.setattr(fl, "_unstrided", lambda part, fits: contextlib.nullcontext())
+        fl._embed_by_subwords([part], flair_sentences, 4)
+    return [torch.stack([t.get_embedding() for t in s]) for s in flair_sentences]
+
+
+def test_batches_that_fit_skip_flairs_strided_path_and_keep_every_vector_bitwise(tagger, strided_calls):
+    """Flair's strided path (for sentences longer than the transformer's input) only where a batch needs it."""
+    import torch
 
     part = tagger.embeddings
     tok = part.tokenizer
@@ -126,58 +150,31 @@ def test_batches_that_fit_skip_flairs_strided_path_and_keep_every_vector_bitwise
     assert part.allow_long_sentences and part.stride == tok.model_max_length // 2  # as nerdistil builds it
     sents = [*sentences()[:11], Sentence(["http://t.co/x7qx7q"] * fits)]  # one sentence overflows the input
     assert len(tok(list(sents[-1].tokens), is_split_into_words=True, add_special_tokens=False)["input_ids"]) > fits
-    strided = []
-    original = ft.combine_strided_tensors
-    monkeypatch.setattr(ft, "combine_strided_tensors", lambda *a: strided.append(1) or original(*a))
-
-    def vectors(flair_sentences):
-        with torch.no_grad():
-            fl._embed_by_subwords([part], flair_sentences, 4)
-        return [torch.stack([t.get_embedding() for t in s]) for s in flair_sentences]
-
-    ours = vectors(to_flair(sents))
-    assert len(strided) == 3  # one batch (the long sentence's) took the strided path: ids, states, word ids
+    ours = subword_vectors(part, sents)
+    assert len(strided_calls) == 3  # one batch (the long sentence's) took the strided path: ids, states, word ids
     assert part.allow_long_sentences and part.stride == tok.model_max_length // 2  # restored
-    strided.clear()
-    monkeypatch.setattr(fl, "_unstrided", lambda part, fits: contextlib.nullcontext())  # Flair's path throughout
-    flairs = vectors(to_flair(sents))
-    assert len(strided) == 3 * 3  # all three batches
+    strided_calls.clear()
+    flairs = subword_vectors(part, sents, flairs_path=True)
+    assert len(strided_calls) == 3 * 3  # all three batches
     assert all(torch.equal(a, b) for a, b in zip(ours, flairs))  # the same batches, the same vectors bitwise
 
 
-def test_the_fit_test_holds_at_the_boundary(tagger, monkeypatch):
+def test_the_fit_test_holds_at_the_boundary(tagger, strided_calls):
     """A sentence of exactly the input's room takes the plain path, one subword more the strided one; both give
     Flair's vectors bitwise (an off-by-one would truncate the last words of the first or skip the second)."""
-    import contextlib
-
     import torch
-    from flair.embeddings import transformer as ft
-
-    from nerdistil.teacher.flair.sentences import to_flair
 
     part = tagger.embeddings
     tok = part.tokenizer
     fits = tok.model_max_length - tok.num_special_tokens_to_add()
     one = next(w for s in sentences() for w in s.tokens if len(tok.tokenize(w)) == 1 and w.isalpha())
-    strided = []
-    original = ft.combine_strided_tensors
-    monkeypatch.setattr(ft, "combine_strided_tensors", lambda *a: strided.append(1) or original(*a))
-
-    def vectors(words):
-        flair_sentences = to_flair([Sentence(words)])
-        with torch.no_grad():
-            fl._embed_by_subwords([part], flair_sentences, 4)
-        return torch.stack([t.get_embedding() for t in flair_sentences[0]])
-
     for n, calls in ((fits, 0), (fits + 1, 3)):
         words = [one] * n
         assert len(tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]) == n
-        strided.clear()
-        ours = vectors(words)
-        assert len(strided) == calls, n
-        with monkeypatch.context() as m:
-            m.setattr(fl, "_unstrided", lambda part, fits: contextlib.nullcontext())
-            flairs = vectors(words)
+        strided_calls.clear()
+        (ours,) = subword_vectors(part, [Sentence(words)])
+        assert len(strided_calls) == calls, n
+        (flairs,) = subword_vectors(part, [Sentence(words)], flairs_path=True)
         assert ours.shape[0] == n and torch.equal(ours, flairs) and bool(ours[-1].abs().sum() > 0)
 
 
