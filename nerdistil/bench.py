@@ -53,14 +53,13 @@ def _load(spec: Spec, threads: int):
         return (lambda batch: tagger.decode(batch, len(batch))[0]), params, (Path(spec.path) / MODEL).stat().st_size
     import torch
 
-    if spec.kind == "teacher":
-        from nerdistil.teacher.base import load_teacher
+    if spec.kind == "teacher":  # a teacher of any kind, or a teach folder's ensemble run as labelling runs it
+        from nerdistil.teacher.ensemble import load_ensemble, member_sources
         from nerdistil.trainer import resolve_device
 
-        # the parent process checked trust before spawning us
-        teacher = load_teacher(spec.path, trust_teacher=True, device=resolve_device(spec.device))
-        path = Path(spec.path)
-        disk = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        # the parent process checked trust (every member's) before spawning us
+        teacher = load_ensemble(spec.path, trust_teacher=True, device=resolve_device(spec.device))
+        disk = sum(_disk(Path(f)) for f, _ in member_sources(spec.path) or [(spec.path, "")])
         return (lambda batch: teacher.predict(batch, batch_size=len(batch))), teacher.params, disk
 
     from nerdistil.align import load_tokenizer
@@ -100,6 +99,13 @@ def _load(spec: Spec, threads: int):
             params = sum(p.numel() for p in AutoModelForTokenClassification.from_config(
                 AutoConfig.from_pretrained(spec.path)).parameters())  # fmt: skip
     return fn, params, disk
+
+
+def _disk(path: Path) -> int:
+    """Bytes of a model file, or of a model folder's safetensors (0 for a hub name)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
 def latency_stats(seconds: list[float], n_sentences: int, n_words: int) -> dict:
@@ -303,12 +309,17 @@ def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_s
                       threads: int | None = None, padding: str = "dynamic", onnx: bool = False, repeats: int = 3,
                       warmup: int = 5, max_sentences: int | None = None, trust_teacher: bool = False,
                       json_out: Path | None = None, plot_out: Path | None = None,
-                      device: str = "cpu") -> dict:  # fmt: skip
+                      device: str = "cpu", teacher_name: str | None = None) -> dict:  # fmt: skip
     """``bench-latency``: check every input first, then time the teacher and each student (see :func:`run_bench`).
 
-    ``batch_sizes`` and ``padding`` are the comma-separated flag values; a `nerdistil export` folder is
-    timed as deployed, a student folder through PyTorch at each padding and, with ``onnx``, through a
-    temporary ONNX fp32 and int8 export. Writes ``json_out`` and ``plot_out`` if given; returns the report.
+    ``teacher`` is a teacher of any kind or a `nerdistil teach` output folder: an ensemble's members are timed
+    together as nerdistil runs them (``teacher.ensemble.Ensemble``: one shared encoder pass a batch, the mean
+    posteriors decoded); its params are the members' summed with a shared encoder counted once, its disk the
+    member files summed. ``teacher_name`` labels the teacher's rows
+    (default ``teacher:NAME``). ``batch_sizes`` and ``padding`` are the comma-separated flag values; a `nerdistil
+    export` folder is timed as deployed, a student folder through PyTorch at each padding and, with ``onnx``,
+    through a temporary ONNX fp32 and int8 export. Writes ``json_out`` and ``plot_out`` if given; returns the report
+    (``results``: one row a model, backend, padding and batch size; see :func:`run_bench`).
     """
     import tempfile
 
@@ -317,10 +328,10 @@ def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_s
     from nerdistil.data.conll import read_conll
     from nerdistil.runio import check_file_out, write_json
     from nerdistil.runtime import CONFIG
-    from nerdistil.teacher.base import check_teacher
+    from nerdistil.teacher.ensemble import check_ensemble
     from nerdistil.tokclf import check_folder
 
-    check_teacher(teacher, trust_teacher)
+    check_ensemble(teacher, trust_teacher)  # every member of a teach folder
     check_file_out(json_out, [teacher, corpus, *students])
     check_file_out(plot_out, [teacher, corpus, *students])
     for name, value, least in (("--threads", threads, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
@@ -354,7 +365,7 @@ def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_s
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device takes cpu or cuda, not {device!r}")
     resolve_device(device)  # no GPU: one line now, not in a measuring process
-    specs = [Spec(f"teacher:{teacher.name}", str(teacher), "teacher", device=device)]
+    specs = [Spec(teacher_name or f"teacher:{teacher.name}", str(teacher), "teacher", device=device)]
     names = [s.name if [x.name for x in students].count(s.name) == 1 else str(s) for s in students]
     with tempfile.TemporaryDirectory() as tmp:
         for name, s in zip(names, students):

@@ -157,11 +157,13 @@ _config_command("finetune", StudentConfig, "finetune", "Fine-tune the same trans
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, Argument(help=f"A student or `nerdistil export` folder, or a teacher: {ANY_TEACHER}.")],
+    model: Annotated[Path, Argument(help=f"A student or `nerdistil export` folder, a teacher ({ANY_TEACHER}) or "
+        "a `nerdistil teach` output folder (an ensemble: the best valid BIO path through its members' mean "
+        "posteriors, as teach decodes dev and test).")],
     corpus: Annotated[Path, Option(help="CoNLL file with gold tags.")],
     json_out: Annotated[OPath, Option("--json", help="Write the report as JSON here.")] = None,
-    teacher: Annotated[OPath, Option(help=f"Teacher ({ANY_TEACHER}): also report word-level teacher-student "
-        "agreement.")] = None,
+    teacher: Annotated[OPath, Option(help=f"Teacher ({ANY_TEACHER}, or a `nerdistil teach` output folder): also "
+        "report word-level teacher-student agreement.")] = None,
     repair_tags: RepairOpt = False,
     trust_teacher: TrustOpt = False,
     device: DeviceOpt = "auto",
@@ -181,12 +183,21 @@ def export_cmd(
     student: Annotated[Path, Argument(help="A `distil` or `finetune` output folder.")],
     out: Annotated[Path, Option(help="Export folder to write (atomically): model.onnx, tokenizer, nerdistil.json.")],
     quantize: Annotated[str, Option(help="none: fp32; int8: dynamic int8 (per-channel weights), an error (exit 2) "
-        "if it loses more than --max-f1-drop; auto: int8, else int8 with per-tensor weights, else fp32, whichever "
-        "first passes the gate.")] = "auto",
-    corpus: Annotated[OPath, Option(help="CoNLL file with gold tags for the gate (default: the student's dev "
-        "set).")] = None,
-    max_f1_drop: Annotated[float, Option(help="Largest entity-F1 loss against the PyTorch student an int8 graph may "
-        "have.")] = 0.01,
+        "if the quality gate refuses it; auto: int8, else int8 with per-tensor weights, else fp32, whichever first "
+        "passes the gate (agreement with the fp32 graph, see --min-agreement, and no dev loss, see "
+        "--max-f1-drop).")] = "auto",
+    corpus: Annotated[OPath, Option(help="CoNLL file with gold tags for the gate's dev check (default: the "
+        "student's dev set).")] = None,
+    max_f1_drop: Annotated[float, Option(help="int8 is refused when the 95% CI of its dev F1 difference against the "
+        "PyTorch student lies entirely below minus this (a measured loss larger than it).")] = 0.01,
+    agreement_corpus: Annotated[OPath, Option(help="Unlabeled tweets on which int8 graphs are compared with the "
+        "fp32 graph: raw tweets one a line (nerdistil's tweet tokenizer), words separated by spaces with "
+        "--agreement-pretokenized, or a CoNLL file (named *.conll, or word and tag columns; tags ignored). Default: "
+        "transfer tweets made from the student's train tweets as `data augment` makes them, at least 5,000.")] = None,
+    agreement_pretokenized: Annotated[bool, Option(help="--agreement-corpus lines are words separated by "
+        "spaces, kept as they are.")] = False,
+    min_agreement: Annotated[float, Option(help="Smallest entity-span F1 of an int8 graph's tags, the fp32 graph's "
+        "tags taken as the reference, on the agreement set (0.99: a relative 1% criterion).")] = 0.99,
     bootstrap: Annotated[int, Option(help="Paired bootstrap draws for the F1 difference's 95% CI.")] = 1000,
     fuse: Annotated[bool, Option("--fuse/--no-fuse", help="Fuse each layer's attention, GELU and layer norms into "
         "ONNX Runtime's transformer kernels (com.microsoft ops, in every ONNX Runtime build; faster at batch 1). "
@@ -196,7 +207,9 @@ def export_cmd(
     """Export a student as one ONNX graph with nerdistil's valid-BIO decoder inside, behind a quality gate."""
     from nerdistil.student.export import run_export
 
-    meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap, fuse=fuse)
+    meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap, fuse=fuse,
+                      agreement_corpus=agreement_corpus, agreement_pretokenized=agreement_pretokenized,
+                      min_agreement=min_agreement)  # fmt: skip
     show.export(student, out, meta)
 
 
@@ -240,7 +253,9 @@ def run_cmd(
 
 @app.command("bench-latency")
 def bench_latency(
-    teacher: Annotated[Path, Option(help=f"Teacher: {ANY_TEACHER}.")],
+    teacher: Annotated[Path, Option(help=f"Teacher: {ANY_TEACHER}, or a `nerdistil teach` output folder (an "
+        "ensemble is timed as deployed: every member loaded, one shared encoder pass a batch, the mean posteriors "
+        "decoded; params: the members' summed, a shared encoder once; disk: the member files summed).")],
     student: Annotated[list[Path], Option(help="Student model folder or `nerdistil export` folder (timed as "
         "deployed); repeatable.")],
     corpus: Annotated[Path, Option(help="CoNLL file (token[, tag]): its sentences, in order, for every model.")],

@@ -22,7 +22,7 @@ from nerdistil.settings import DataConfig, LMConfig, StudentConfig, TeachConfig
 __all__ = ["DataConfig", "LMConfig", "SECTIONS", "StudentConfig", "TeachConfig", "load", "parse_sets"]
 
 T = TypeVar("T")
-SECTIONS = {"run", "teach", "finetune", "distil", "lm_finetune", "lm_distil", "lm_eval"}
+SECTIONS = {"run", "teach", "finetune", "distil", "export", "bench", "lm_finetune", "lm_distil", "lm_eval"}
 
 
 def _is(kind: type, value: Any) -> bool:

@@ -17,7 +17,8 @@ def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "
                    ) -> tuple[Predictor, str, int, list[str]]:  # fmt: skip
     """A words-to-BIO-tags function for any model: (fn, kind, params, labels).
 
-    A student folder, a teacher of any kind (``teacher.base.KINDS``: file, folder or hub name) or an export
+    A student folder, a teacher of any kind (``teacher.base.KINDS``: file, folder or hub name), a `nerdistil
+    teach` output folder (an ensemble run as labelling runs it: ``teacher.ensemble.Ensemble``) or an export
     folder (scored through the torch-free runtime, as deployed).
     """
     from nerdistil.runtime import CONFIG
@@ -29,10 +30,10 @@ def load_predictor(model: str | Path, trust_teacher: bool = False, kind: str = "
         from nerdistil.student.export import graph_params
 
         return (lambda sents: tagger.decode(sents)[0]), "export", graph_params(model), list(tagger.labels)
-    from nerdistil.teacher.base import load_teacher
+    from nerdistil.teacher.ensemble import load_ensemble
     from nerdistil.trainer import resolve_device
 
-    teacher = load_teacher(model, trust_teacher, kind, resolve_device(device))
+    teacher = load_ensemble(model, trust_teacher, kind, resolve_device(device))
     return teacher.predict, teacher.kind, teacher.params, teacher.labels
 
 

@@ -1,13 +1,16 @@
-"""``nerdistil run CONFIG``: data, teacher, fine-tuned baseline, distilled student, one table.
+"""``nerdistil run CONFIG``: data, teacher, fine-tuned baseline, distilled student, export, bench, one table.
 
 The config has a top-level ``run`` section (output root, corpus) and one section per stage
-(``teach``, ``finetune``, ``distil``) with the same keys as those commands' configs. A stage
+(``teach``, ``finetune``, ``distil``) with the same keys as those commands' configs, plus ``export``
+(the distilled student as the shipped ONNX folder, ``nerdistil export``) and ``bench`` (teacher, both
+students and the export timed end to end on the test tweets, ``nerdistil bench-latency``). A stage
 whose folder already holds a finished run (``report.json``) is reused unless ``--overwrite``,
 so an interrupted pipeline restarts where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -34,6 +37,27 @@ class RunConfig:
     split_seed: int = 13
     augment_copies: int = 0  # > 0: the teacher also labels this many made versions of each training tweet
     overwrite: bool = False
+
+
+@dataclass
+class ExportStage:
+    """The ``export`` section: the distilled student as one ONNX graph, int8 only behind the gate."""
+
+    enabled: bool = True
+    quantize: str = "auto"  # auto, int8 or none (nerdistil export --quantize)
+    max_f1_drop: float = 0.01  # refuse int8 when the dev CI shows a larger loss
+    min_agreement: float = 0.99  # keep int8 when its entity spans agree with fp32's at this F1 (transfer tweets)
+
+
+@dataclass
+class BenchStage:
+    """The ``bench`` section: end-to-end latency of teacher, students and export on the test tweets."""
+
+    enabled: bool = True
+    batch_sizes: str | int = "1,32"  # comma-separated; the table shows p50 ms at the first, tweets/s at the last
+    repeats: int = 2  # interleaved rounds, each model in a fresh process
+    warmup: int = 3  # untimed batches before each timed pass
+    threads: int | None = None  # default: all cores
 
 
 def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] = ()) -> dict:
@@ -70,18 +94,24 @@ def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] 
         wnut16.write_split(corpus, run.split_seed)
     t0 = time.perf_counter()
 
+    ran: list[str] = []  # stages redone in this call: every later stage is redone too (its inputs changed)
+
     def stage(name: str, fn, cfg) -> dict:
         report_file = Path(cfg.out) / "report.json"
-        if report_file.is_file() and not overwrite:
+        if report_file.is_file() and not overwrite and not ran:
             log.info("%s: reusing the finished run in %s (pass --overwrite to redo it)", name, cfg.out)
             return json.loads(report_file.read_text())
-        log.info("%s: writing %s", name, cfg.out)
+        why = f" (redone: {ran[-1]} before it was redone)" if ran and report_file.is_file() and not overwrite else ""
+        log.info("%s: writing %s%s", name, cfg.out, why)
+        ran.append(name)
         return fn(replace(cfg, overwrite=True))
 
     rows: list[dict] = []
     extra: dict = {}
-    if {"teach", "finetune", "distil"} & set(raw) or not {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
-        rows += _ner_stages(path, out, corpus, stage, run, by_section)
+    if NER_SECTIONS & set(raw) or not {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
+        ner = _ner_stages(path, raw, out, corpus, stage, run, by_section)
+        rows += ner.pop("rows")
+        extra.update(ner)
     if {"lm_finetune", "lm_distil", "lm_eval"} & set(raw):
         lm_rows, extra["lm_eval"] = _lm_stages(path, raw, out, corpus, stage, by_section)
         rows += lm_rows
@@ -89,7 +119,11 @@ def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] 
                "environment": versions()}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
+    write_json(out / "report.json", summary)  # the same numbers, under the name every other run folder uses
     return summary
+
+
+NER_SECTIONS = {"teach", "finetune", "distil", "export", "bench"}
 
 
 def _route_sets(items: Sequence[str]) -> dict[str, list[str]]:
@@ -112,24 +146,151 @@ def _yaml_value(name: str, text: str):
         raise UserError(f"--set {name}: {text!r} is not a YAML value ({getattr(e, 'problem', e)})") from None
 
 
-def _ner_stages(path, out: Path, corpus: Path, stage, run: RunConfig, sets: dict[str, list[str]]) -> list[dict]:
+def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
+                sets: dict[str, list[str]]) -> dict:  # fmt: skip
+    """teach, finetune, distil, then (when the config has their sections) export and bench.
+
+    Returns ``{"rows": [...], "final": [...] or None, ...}``: the training rows, and with a bench stage the one
+    table of item 3 (teacher, both students and the shipped export, measured in this run).
+    """
     from nerdistil.student.distil import run_student
     from nerdistil.teacher.teach import run_teach
 
+    # every section is checked (types, ranges, --set keys) before the first stage trains
+    export_cfg = cfgmod.load(ExportStage, path, "export", sets=sets.get("export", ()))
+    bench_cfg = cfgmod.load(BenchStage, path, "bench", sets=sets.get("bench", ()))
+    do_export = ("export" in raw or "export" in sets) and export_cfg.enabled
+    do_bench = ("bench" in raw or "bench" in sets) and bench_cfg.enabled
+    sizes = _batch_sizes(bench_cfg.batch_sizes)
     over = {"corpus": str(corpus), "out": str(out / "teacher")}
     if run.augment_copies > 0:  # transfer tweets made from the gold ones (nerdistil data augment)
         over.update(unlabeled=str(write_transfer(corpus / "train.txt", out, run)), pretokenized=True)
     teach_cfg = cfgmod.load(cfgmod.TeachConfig, path, "teach", over, sets.get("teach", ()))
-    teacher = stage("teach", run_teach, teach_cfg)
-    students = {}
-    for name, distil in (("finetune", False), ("distil", True)):
+    student_cfgs = {}
+    for name in ("finetune", "distil"):
         over = {"soft_labels": str(out / "teacher"), "out": str(out / name)}
-        cfg = cfgmod.load(cfgmod.StudentConfig, path, name, over, sets.get(name, ()))
-        students[name] = stage(name, lambda c, d=distil: run_student(c, d), cfg)
+        student_cfgs[name] = cfgmod.load(cfgmod.StudentConfig, path, name, over, sets.get(name, ()))
+    teacher = stage("teach", run_teach, teach_cfg)
+    students = {name: stage(name, lambda c, d=(name == "distil"): run_student(c, d), cfg)
+                for name, cfg in student_cfgs.items()}  # fmt: skip
     kind = teacher.get("teacher", {}).get("kind")
     name = f"teacher ({kind})" if kind else "teacher"
     rows = [_row(name, teacher, teacher.get("params"), teacher.get("train_seconds"))]
-    return rows + [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
+    rows += [_row(f"{n} student", r, r["params"], r["train_seconds"]) for n, r in students.items()]
+    result: dict = {"rows": rows}
+    export_dir = out / "export"
+    if do_export:
+        from nerdistil.student.export import run_export
+
+        def export(staged: _Staged) -> dict:
+            cfg: ExportStage = staged.cfg  # type: ignore[assignment]
+            return run_export(out / "distil", export_dir, cfg.quantize, max_f1_drop=cfg.max_f1_drop,
+                              min_agreement=cfg.min_agreement, overwrite=True)  # fmt: skip
+
+        t = time.perf_counter()
+        meta = stage("export", export, _Staged(export_cfg, export_dir))
+        gate = meta.get("gate", {})
+        result["export"] = {"folder": str(export_dir), "chosen": gate.get("chosen"), "decision": gate.get("decision"),
+                            "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+    if do_bench:
+        models = [("teacher", out / "teacher"), ("fine-tuned student", out / "finetune"),
+                  ("distilled student", out / "distil")]  # fmt: skip
+        if do_export:
+            models.append(("shipped export", export_dir))
+        t = time.perf_counter()
+        bench = stage("bench", lambda c: _bench(c, models, corpus, out / "bench", sizes),
+                      _Staged(bench_cfg, out / "bench"))  # fmt: skip
+        result["bench_seconds"] = round(time.perf_counter() - t, 1)
+        result["final"] = final_table(bench, teacher, students, models, sizes)
+    return result
+
+
+@dataclass
+class _Staged:
+    """A stage section with the folder ``stage`` checks for a finished run."""
+
+    cfg: object
+    out: Path
+    overwrite: bool = False
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in str(text).split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"bench.batch_sizes takes whole numbers of at least 1 like 1,32, got {text!r}")
+    return sizes
+
+
+def _bench(staged: _Staged, models: list[tuple[str, Path]], corpus: Path, out: Path, sizes: list[int]) -> dict:
+    """Time every model end to end on the test tweets and score the export on dev and test; OUT/report.json."""
+    from nerdistil.bench import run_bench_latency
+    from nerdistil.evaluate import run_evaluate
+    from nerdistil.runio import staging
+
+    cfg: BenchStage = staged.cfg  # type: ignore[assignment]
+    teacher, *students = [path for _, path in models]
+    with staging(out, overwrite=True) as tmp:
+        report = run_bench_latency(teacher, students, corpus / "test.txt", ",".join(map(str, sizes)),
+                                   threads=cfg.threads, repeats=cfg.repeats, warmup=cfg.warmup, trust_teacher=True,
+                                   plot_out=tmp / "latency.png")  # fmt: skip
+        report["names"] = {str(path): name for name, path in models}
+        report["scores"] = {}
+        for name, path in models:
+            if name == "shipped export":  # the others' dev and test scores are in their own reports
+                report["scores"][name] = {split: run_evaluate(path, corpus / f"{split}.txt")["f1"]
+                                          for split in ("dev", "test")}  # fmt: skip
+        report["config"] = dataclasses.asdict(cfg)
+        report["environment"] = versions()
+        write_json(tmp / "report.json", report)
+    return report
+
+
+def final_table(bench: dict, teacher: dict, students: dict[str, dict], models: list[tuple[str, Path]],
+                sizes: list[int]) -> list[dict]:  # fmt: skip
+    """One row per model of the bench stage: F1, % of the teacher's test F1, size, speed and speed-up.
+
+    p50 ms at the first batch size, tweets/s at the last, and the speed-ups over the teacher at both, all measured
+    in this run; F1 from the stage reports (the export's scored in the bench stage).
+    """
+    by_path: dict[str, dict[int, dict]] = {}
+    for spec, r in zip(_specs_by_row(bench), bench["results"]):
+        by_path.setdefault(spec, {})[r["batch_size"]] = r
+    first, last = sizes[0], sizes[-1]
+    scores = {"teacher": teacher.get("scores", {}), "fine-tuned student": students["finetune"].get("scores", {}),
+              "distilled student": students["distil"].get("scores", {})}  # fmt: skip
+    rows = []
+    base = by_path.get(str(models[0][1]), {})
+    teacher_test = (scores["teacher"].get("test") or {}).get("f1")
+    for name, path in models:
+        timed = by_path.get(str(path), {})
+        if name in scores:
+            dev, test = ((scores[name].get(s) or {}).get("f1") for s in ("dev", "test"))
+        else:
+            dev, test = (bench.get("scores", {}).get(name, {}).get(s) for s in ("dev", "test"))
+        b1, bl = timed.get(first, {}), timed.get(last, {})
+        t1, tl = base.get(first, {}), base.get(last, {})
+        rows.append({
+            "model": name, "backend": b1.get("backend"), "dev_f1": dev, "test_f1": test,
+            "pct_of_teacher_test_f1": None if not teacher_test or test is None else 100 * test / teacher_test,
+            "params": b1.get("params"), "disk_mb": b1.get("disk_mb"),
+            f"p50_ms_batch{first}": b1.get("p50_ms"), f"tweets_per_s_batch{last}": bl.get("sentences_per_s"),
+            f"speedup_batch{first}": _ratio(t1.get("p50_ms"), b1.get("p50_ms")),
+            f"speedup_batch{last}": _ratio(bl.get("sentences_per_s"), tl.get("sentences_per_s")),
+        })  # fmt: skip
+    return rows
+
+
+def _specs_by_row(bench: dict) -> list[str]:
+    """The model path of every row of a bench report, in its order (rows go spec by spec, batch size by size)."""
+    per_spec = len(bench["results"]) // max(1, len(bench["specs"]))
+    return [spec["path"] for spec in bench["specs"] for _ in range(per_spec)]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
 
 
 def write_transfer(train: Path, out: Path, run: RunConfig) -> Path:

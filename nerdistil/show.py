@@ -93,19 +93,28 @@ def evaluate(model: Path, corpus: Path, report: dict) -> None:
 
 
 def export(student: Path, out: Path, meta: dict) -> None:
-    """``export``: every candidate graph against the PyTorch student, and the gate's decision."""
+    """``export``: every candidate graph's dev F1 difference (with its CI) and agreement with fp32, and the decision."""
     gate = meta["gate"]
-    table = _table(f"export {student} -> {out} (gate: {gate['sentences']} sentences of {gate['corpus']})",
-                   ("graph", "entity F1", "F1 - PyTorch F1", "95% CI of the difference", "word agreement",
-                    "p50 ms (batch 1)", "MB"))  # fmt: skip
-    table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-")
+    agree = gate.get("agreement")
+    where = f"dev: {gate['sentences']} sentences of {gate['corpus']}"
+    if agree:
+        where += f"; agreement: {agree['tweets']} tweets of {agree['source']}, {agree['fp32_entities']} fp32 entities"
+    table = _table(f"export {student} -> {out} ({where})",
+                   ("graph", "dev F1", "F1 - PyTorch F1", "95% CI of the difference", "dev word agreement",
+                    f"span F1 vs fp32 (min {gate.get('min_agreement', '-')})", "gate", "p50 ms (batch 1)",
+                    "MB"))  # fmt: skip
+    table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-", "-", "-")
     for c in gate["candidates"]:
         lo, hi = c["ci95"]
-        table.add_row(c["name"] + (" (kept)" if c["name"] == gate["chosen"] else ""), f"{c['f1']:.4f}",
-                      f"{-c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", f"{c['word_agreement']:.4f}",
-                      f"{c['p50_ms_batch1']:.2f}", f"{c['mb']:.1f}")  # fmt: skip
-    console.print(table)
-    console.print(f"decision: {gate['decision']}", soft_wrap=True)
+        a = c.get("agreement_f1")
+        span = ("reference" if agree else "-") if c["name"] == "fp32" else "undefined" if a is None else f"{a:.4f}"
+        verdict = "kept" if c["name"] == gate["chosen"] else "refused" if c.get("refused") else "-"
+        table.add_row(c["name"], f"{c['f1']:.4f}", f"{-c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]",
+                      f"{c['word_agreement']:.4f}", span, verdict, f"{c['p50_ms_batch1']:.2f}",
+                      f"{c['mb']:.1f}")  # fmt: skip
+    wide = _wide(180)
+    wide.print(table)
+    wide.print(f"decision: {gate['decision']}", soft_wrap=True)
 
 
 def predict(output: Path | None, stats: dict) -> None:
@@ -130,6 +139,27 @@ def run(config: Path, summary: dict) -> None:
         scores = [f(r.get("perplexity"), 2)] if lm else [f(r["dev_f1"]), f(r["test_f1"])]
         table.add_row(r["model"], params, *scores, secs)
     console.print(table)
+    if summary.get("final"):
+        final(summary["final"], summary.get("export"))
+
+
+def final(rows: list[dict], export: dict | None = None) -> None:
+    """``run``'s last table: what the shipped export keeps of the teacher's F1 and how much faster it is."""
+    first = next(k for k in rows[0] if k.startswith("p50_ms_batch")).removeprefix("p50_ms_batch")
+    last = next(k for k in rows[0] if k.startswith("tweets_per_s_batch")).removeprefix("tweets_per_s_batch")
+    table = _table("teacher, students and the shipped export, measured in this run (test tweets, end to end)",
+                   ("model", "dev F1", "test F1", "% of teacher", "params", "disk MB", f"p50 ms b{first}",
+                    f"tweets/s b{last}", f"speed-up (x) b{first}", f"speed-up (x) b{last}"))  # fmt: skip
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        name = r["model"] + (f" ({export['chosen']})" if export and r["model"] == "shipped export" else "")
+        table.add_row(name, f(r["dev_f1"], ".4f"), f(r["test_f1"], ".4f"), f(r["pct_of_teacher_test_f1"], ".1f"),
+                      "-" if not r["params"] else f"{r['params'] / 1e6:.1f}M", f(r["disk_mb"], ".1f"),
+                      f(r[f"p50_ms_batch{first}"], ".2f"), f(r[f"tweets_per_s_batch{last}"], ".1f"),
+                      f(r[f"speedup_batch{first}"], ".1f"), f(r[f"speedup_batch{last}"], ".1f"))  # fmt: skip
+    _wide(160).print(table)
+    if export:
+        _wide(160).print(f"export: {export['decision']}", soft_wrap=True)
 
 
 def bench(report: dict) -> None:

@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from nerdistil import bench
 from nerdistil.data.conll import read_conll
 from nerdistil.errors import UserError
 
+DATA = Path(__file__).parent / "data"
 HAVE_ORT = importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("onnxruntime") is not None
 KEYS = {"model", "backend", "batch_size", "padding", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "sentences_per_s",
         "words_per_s", "params", "disk_mb", "peak_rss_mb"}  # fmt: skip
@@ -139,4 +141,114 @@ def test_rounds_interleave_the_models(tiny_teacher, exported, corpus_dir):
         assert r["f1"] is not None and r["sentences_sha256"] == bench.fingerprint(words)
     assert "interleaved" in report["timing"]
     assert rows["export", 1]["speedup_vs_teacher"] == rows["teacher", 1]["p50_ms"] / rows["export", 1]["p50_ms"]
+    assert not multiprocessing.active_children()
+
+
+@pytest.fixture(scope="module")
+def ensemble_teach(tiny_student, tmp_path_factory):
+    """A cross-fitted ensemble of 3 BiLSTM-CRFs on one frozen tiny BERT (every layer averaged), via `teach`."""
+    from nerdistil.cli import main
+
+    out = tmp_path_factory.mktemp("ens") / "teach"
+    try:
+        main(["teach", "--corpus", str(DATA / "corpus"), "--out", str(out), "--embeddings", f"{tiny_student}@all",
+              "--epochs", "2", "--ensemble", "3", "--cross-fit", "--seed", "4"])  # fmt: skip
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return out
+
+
+def _stored(folder, split: str) -> tuple[list[list[str]], list[list[str]]]:
+    """A teach folder's words and stored (decoded) teacher tags of one split."""
+    from nerdistil import softlabels
+
+    ds = softlabels.load(folder / "soft_labels")
+    names = softlabels.label_names(ds)
+    rows = list(softlabels.rows(ds[split]))
+    return [list(r["tokens"]) for r in rows], [[names[i] for i in r["teacher_tags"]] for r in rows]
+
+
+def test_an_ensemble_teach_folder_predicts_its_stored_dev_and_test_tags(ensemble_teach, corpus_dir):
+    """evaluate's predictor over a teach folder: every member, one encoder, the mean posteriors decoded, as teach."""
+    from nerdistil.evaluate import load_predictor, run_evaluate
+    from nerdistil.teacher.flair.model import FlairTeacher
+
+    report = json.loads((ensemble_teach / "report.json").read_text())
+    assert [m["file"] for m in report["members"]] == ["teacher.pt", "teacher_2.pt", "teacher_3.pt"]
+    fn, kind, params, labels = load_predictor(ensemble_teach)  # recorded by teach: no --trust-teacher
+    assert kind == "ensemble of 3 flair" and labels == report["labels"]
+    members = [FlairTeacher.load(str(ensemble_teach / m["file"])) for m in report["members"]]
+    for split in ("dev", "test"):
+        words, stored = _stored(ensemble_teach, split)
+        assert fn(words) == stored
+        assert any(m.predict(words) != stored for m in members)  # not any one member's tags: the mean's
+    encoder = sum(p.numel() for p in members[0].tagger.embeddings.parameters())
+    assert params == report["params"] - 2 * encoder  # the members' heads, the shared encoder once
+    scored = run_evaluate(ensemble_teach, corpus_dir / "dev.txt")
+    assert scored["f1"] == pytest.approx(report["scores"]["dev"]["f1"])
+
+
+def test_the_shared_encoder_runs_once_a_batch_not_once_a_member(ensemble_teach, monkeypatch):
+    from flair.embeddings import TransformerWordEmbeddings
+
+    from nerdistil.teacher.ensemble import Ensemble, load_ensemble
+
+    ens = load_ensemble(ensemble_teach)
+    assert isinstance(ens, Ensemble) and ens.merged == 2
+    shared = ens.members[0].tagger.embeddings
+    assert all(m.tagger.embeddings is shared for m in ens.members)
+    calls = []
+    original = TransformerWordEmbeddings._add_embeddings_internal
+
+    def counting(self, sentences):
+        calls.append((id(self), len(sentences)))
+        return original(self, sentences)
+
+    monkeypatch.setattr(TransformerWordEmbeddings, "_add_embeddings_internal", counting)
+    words, _ = _stored(ensemble_teach, "dev")
+    for bs in (1, 2):  # as bench-latency calls it: one batch a call
+        for start in range(0, len(words), bs):
+            calls.clear()
+            batch = words[start : start + bs]
+            ens.predict(batch, batch_size=len(batch))
+            assert calls == [(id(shared), len(batch))]
+    calls.clear()
+    ens.predict(words, batch_size=2)
+    assert len(calls) == -(-len(words) // 2) and sum(n for _, n in calls) == len(words)
+
+
+def test_an_untrusted_member_file_is_refused(ensemble_teach, tmp_path):
+    from nerdistil.teacher.ensemble import check_ensemble
+
+    folder = tmp_path / "copy"
+    shutil.copytree(ensemble_teach, folder)
+    assert check_ensemble(folder) == [str(folder / f) for f in ("teacher.pt", "teacher_2.pt", "teacher_3.pt")]
+    with open(folder / "teacher_3.pt", "ab") as f:
+        f.write(b"\0")  # no longer the file nerdistil wrote
+    with pytest.raises(UserError, match="refusing to load"):
+        check_ensemble(folder)
+    check_ensemble(folder, trust_teacher=True)
+
+
+def test_bench_latency_times_an_ensemble_teach_folder_end_to_end(ensemble_teach, tiny_distilled, corpus_dir):
+    from nerdistil.teacher.ensemble import load_ensemble
+
+    report = bench.run_bench_latency(ensemble_teach, [tiny_distilled], corpus_dir / "test.txt", "1,2", threads=1,
+                                     repeats=1, warmup=0, teacher_name="ensemble teacher")  # fmt: skip
+    rows = report["results"]
+    assert all(KEYS | {"f1", "speedup_vs_teacher"} <= set(r) for r in rows)
+    teacher = [r for r in rows if r["model"] == "ensemble teacher"]
+    assert [r["batch_size"] for r in teacher] == [1, 2]
+    files = ("teacher.pt", "teacher_2.pt", "teacher_3.pt")
+    disk = sum((ensemble_teach / f).stat().st_size for f in files) / 2**20
+    params = load_ensemble(ensemble_teach).params
+    taught = json.loads((ensemble_teach / "report.json").read_text())
+    for r in teacher:
+        assert r["params"] == params and r["disk_mb"] == pytest.approx(disk)
+        assert r["speedup_vs_teacher"] == 1 and r["f1"] == pytest.approx(taught["scores"]["test"]["f1"])
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["sentences_per_s"] > 0
+        if r["model"] != "ensemble teacher":
+            base = next(t for t in teacher if t["batch_size"] == r["batch_size"])
+            assert r["speedup_vs_teacher"] == pytest.approx(base["p50_ms"] / r["p50_ms"])
     assert not multiprocessing.active_children()

@@ -230,3 +230,20 @@ def test_run_passes_set_items_to_their_sections(cli, monkeypatch, corpus_dir, tm
                          ("distil.epochs=0", "--set distil.epochs must be at least 1")):  # fmt: skip
         code, _, err = cli("run", cfg_file, "--set", f"run.out={tmp_path / 'r2'}", "--set", item)
         assert needle in one_line_error(code, err), item
+
+
+def test_run_checks_every_section_before_the_first_stage(cli, monkeypatch, corpus_dir, tmp_path):
+    import nerdistil.teacher.teach
+
+    called = []
+    monkeypatch.setattr(nerdistil.teacher.teach, "run_teach", lambda cfg: called.append(cfg))
+    cfg_file = tmp_path / "p.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run": {"corpus": str(corpus_dir), "out": str(tmp_path / "r")},
+                                        "teach": {"epochs": 1}, "export": {}, "bench": {}}))  # fmt: skip
+    for item, needle in (("bench.bogus=1", "--set bench.bogus: unknown key 'bogus'"),
+                         ("export.max_f1_drop=x", "--set export.max_f1_drop must be a number"),
+                         ("bench.batch_sizes=0", "bench.batch_sizes takes whole numbers of at least 1"),
+                         ("distil.epochs=0", "--set distil.epochs must be at least 1")):  # fmt: skip
+        code, _, err = cli("run", cfg_file, "--set", item)
+        assert needle in one_line_error(code, err), item
+    assert called == []  # no stage started: the typo of a later stage is found first

@@ -1,7 +1,9 @@
 """`nerdistil export`, the torch-free `Tagger` and `nerdistil predict` on the tiny distilled student.
 
 The exported graph (encoder + in-graph valid-BIO decoder) must tag exactly as `nerdistil evaluate`'s
-PyTorch path does; the gate must refuse an int8 graph that loses more than `--max-f1-drop`.
+PyTorch path does; the gate must refuse an int8 graph whose entity spans disagree with the fp32 graph's on the
+agreement set (`--min-agreement`), one whose dev F1 difference's CI shows a loss beyond `--max-f1-drop`, and any
+int8 graph when the fp32 graph finds no entities to agree on.
 """
 
 import json
@@ -23,8 +25,19 @@ def test_export_folder_is_self_contained(exported, tiny_distilled):
     names = [c["name"] for c in gate["candidates"]]
     assert names[0] == "fp32" and gate["chosen"] in names and gate["decision"]
     for c in gate["candidates"]:
-        assert c["p50_ms_batch1"] > 0 and c["ci95"][0] <= c["ci95"][1]
+        assert c["p50_ms_batch1"] > 0 and c["ci95"][0] <= c["ci95"][1] and c["f1_diff"] == -c["drop"]
     assert len(meta["source"]["sha256"]) == 64
+    # the default agreement set: transfer tweets made from the student's 20 train tweets, 5,000 or more
+    agree = gate["agreement"]
+    assert agree["kind"] == "augmented train" and agree["source"].endswith("soft_labels[train])")
+    assert agree["train_tweets"] == 20 and agree["copies"] >= 250 and agree["tweets"] >= 5000 == agree["min_tweets"]
+    assert agree["words"] > agree["tweets"] and agree["fp32_entities"] > 0 and gate["min_agreement"] == 0.99
+    fp32, *int8 = gate["candidates"]
+    assert fp32["agreement_f1"] is None and fp32["agreement_entities"] == agree["fp32_entities"]
+    assert int8 and all(0 <= c["agreement_f1"] <= 1 for c in int8)
+    for c in int8:  # kept exactly when both checks pass
+        passes = c["agreement_f1"] >= 0.99 and c["ci95"][1] >= -gate["max_f1_drop"]
+        assert (c["refused"] is None) == passes and (c["name"] == gate["chosen"]) == passes
 
 
 def test_exported_tags_equal_the_pytorch_student(exported, tiny_distilled, tmp_path):
@@ -99,52 +112,143 @@ def test_tag_raw_tweets_offsets_slice_the_text(exported):
             assert tweet[e["start"] : e["end"]] == e["text"] and e["type"] and 0 < e["score"] <= 1
 
 
-def test_int8_over_the_limit_is_refused(tiny_distilled, tmp_path, cli, monkeypatch):
-    """The gate's refusal path: an int8 graph that loses entities fails `--quantize int8` with exit 2."""
+def _student_with_bias(tiny_distilled: Path, folder: Path, label: str, shift: float) -> Path:
+    """The tiny student with ``shift`` added to the classifier bias of the first label starting with ``label``."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_distilled)
+    k = next(i for i, lab in model.config.id2label.items() if lab.startswith(label))
+    model.classifier.bias.data[k] += shift
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_distilled).save_pretrained(folder)
+    return folder
+
+
+def test_int8_refused_by_agreement_with_fp32(tiny_distilled, tmp_path, cli, caplog):
+    """A real disagreement: one feature of the last layer is an outlier (1000) that the classifier ignores. The fp32
+    tags do not change, but dynamic int8 scales the classifier's input over its whole range, so the other features
+    lose their resolution (the outlier-feature problem of LLM.int8) and entity spans move. The dev F1 cannot see it
+    (0 either way on 4 tweets); agreement with fp32 does, and `--quantize int8` fails naming that check."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerdistil.student.export import run_export
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_distilled)
+    tok = AutoTokenizer.from_pretrained(tiny_distilled)
+    model.bert.encoder.layer[-1].output.LayerNorm.bias.data[0] = 1000.0
+    model.classifier.weight.data[:, 0] = 0.0
+    words = [s.tokens for s in read_conll(CORPUS / "train.txt")]
+    enc = tok(words, is_split_into_words=True, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**enc).logits[enc["attention_mask"].bool()]  # (subwords, labels)
+    b = next(i for i, lab in model.config.id2label.items() if lab.startswith("B-"))
+    model.classifier.bias.data[b] += float(np.median((logits[:, 0] - logits[:, b]).numpy()))  # O vs B-X: a tie
+    student = tmp_path / "student"
+    model.save_pretrained(student)
+    tok.save_pretrained(student)
+
+    agree = CORPUS / "train.txt"  # a CoNLL file: its words, tags ignored
+    code, _, err = cli("export", student, "--out", tmp_path / "e", "--quantize", "int8", "--corpus",
+                       CORPUS / "dev.txt", "--agreement-corpus", agree, "--bootstrap", "20")  # fmt: skip
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "agree with the fp32 graph's at F1" in err and "--min-agreement 0.99" in err and "dev F1" not in err
+    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e*"))
+    with caplog.at_level("WARNING", logger="nerdistil"):
+        meta = run_export(student, tmp_path / "a", "auto", CORPUS / "dev.txt", draws=20, agreement_corpus=agree,
+                          min_agreement_tweets=100)  # fmt: skip
+    assert any("holds 20 tweets, fewer than 100" in r.getMessage() for r in caplog.records)
+    gate = meta["gate"]
+    assert gate["agreement"]["kind"] == "conll" and gate["agreement"]["tweets"] == 20
+    assert gate["agreement"]["fp32_entities"] > 10 and gate["chosen"] == "fp32"
+    fp32, *int8 = gate["candidates"]
+    assert [c["name"] for c in int8] == ["int8", "int8-per-tensor"]
+    for c in int8:
+        assert c["agreement_f1"] < 0.99 and c["ci95"][1] >= -0.01 and "--min-agreement" in c["refused"]
+    assert "int8 refused" in gate["decision"] and "int8-per-tensor refused" in gate["decision"]
+
+
+def test_int8_refused_by_a_dev_loss(tiny_distilled, tmp_path, cli, monkeypatch):
+    """A graph that agrees with fp32 on the agreement set (F1 1.0) but loses entities on dev: it tags every word
+    whose subword is [UNK] O, and every dev tweet has one. The CI of its dev F1 difference lies below -0.01."""
     import numpy as np
     import onnx
-    from onnx import numpy_helper
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from onnx import helper, numpy_helper
+    from transformers import AutoTokenizer
 
     from nerdistil.data.conll import Sentence, write_conll
     from nerdistil.evaluate import load_predictor
     from nerdistil.student import export
 
-    # a student that tags every word B-X (bias pushed up), and gold = its own tags: its F1 is 1
-    student = tmp_path / "student"
-    model = AutoModelForTokenClassification.from_pretrained(tiny_distilled)
-    b = next(i for i, lab in model.config.id2label.items() if lab.startswith("B-"))
-    model.classifier.bias.data[b] += 100.0
-    model.save_pretrained(student)
-    AutoTokenizer.from_pretrained(tiny_distilled).save_pretrained(student)
-    sents = read_conll(CORPUS / "dev.txt")
-    fn, _, _, _ = load_predictor(student)
-    gold = tmp_path / "gold.txt"
-    write_conll(gold, [Sentence(s.tokens, t) for s, t in zip(sents, fn([s.tokens for s in sents]))])
-
+    student = _student_with_bias(tiny_distilled, tmp_path / "student", "B-", 100.0)  # every word B-X
+    fn, _, _, labels = load_predictor(student)
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    assert tokenizer("☃", add_special_tokens=False)["input_ids"] == [tokenizer.unk_token_id]
+    sents = [["☃", *s.tokens] for s in read_conll(CORPUS / "dev.txt")]
+    gold = tmp_path / "gold.txt"  # gold = the PyTorch student's own tags: its F1 is 1
+    write_conll(gold, [Sentence(w, t) for w, t in zip(sents, fn(sents))])
+    agree = tmp_path / "agree.txt"  # pretokenized, without [UNK]
+    agree.write_text("\n".join(" ".join(s.tokens) for s in read_conll(CORPUS / "train.txt")) + "\n")
     real = export.quantize_encoder
 
-    def damaged(work, per_channel):  # a real int8 graph whose classifier then prefers O everywhere
+    def loses_unk(work, per_channel):  # a real int8 graph, then logits[..., O] += 1000 where input_ids == [UNK]
         path = real(work, per_channel)
         m = onnx.load(str(path))
-        (init,) = [i for i in m.graph.initializer if i.name.endswith("classifier.bias")]
-        a = numpy_helper.to_array(init).copy()
-        a[0] += 1000.0  # label 0 is O
-        init.CopyFrom(numpy_helper.from_array(a.astype(np.float32), init.name))
+        opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+        for n in m.graph.node:
+            n.output[:] = ["logits_raw" if o == "logits" else o for o in n.output]
+        push = np.zeros(len(labels), dtype=np.float32)
+        push[labels.index("O")] = 1000.0
+        m.graph.initializer.extend([numpy_helper.from_array(np.array(tokenizer.unk_token_id, np.int64), "unk_id"),
+                                    numpy_helper.from_array(push, "o_push"),
+                                    numpy_helper.from_array(np.array([-1], np.int64), "last_axis")])  # fmt: skip
+        unsqueeze = (helper.make_node("Unsqueeze", ["is_unk_f", "last_axis"], ["is_unk_3d"]) if opset >= 13
+                     else helper.make_node("Unsqueeze", ["is_unk_f"], ["is_unk_3d"], axes=[-1]))  # fmt: skip
+        m.graph.node.extend([helper.make_node("Equal", ["input_ids", "unk_id"], ["is_unk"]),
+                             helper.make_node("Cast", ["is_unk"], ["is_unk_f"], to=onnx.TensorProto.FLOAT), unsqueeze,
+                             helper.make_node("Mul", ["is_unk_3d", "o_push"], ["unk_push"]),
+                             helper.make_node("Add", ["logits_raw", "unk_push"], ["logits"])])  # fmt: skip
         onnx.save(m, str(path))
         return path
 
-    monkeypatch.setattr(export, "quantize_encoder", damaged)
-    code, _, err = cli("export", student, "--out", tmp_path / "e", "--quantize", "int8", "--max-f1-drop", "0",
-                       "--corpus", gold, "--bootstrap", "50")  # fmt: skip
-    assert code == 2 and "int8 loses 1.0000 F1" in err and "Traceback" not in err
-    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e*"))
-    code, _, err = cli("export", student, "--out", tmp_path / "a", "--quantize", "auto", "--max-f1-drop", "0",
-                       "--corpus", gold, "--bootstrap", "50")  # fmt: skip
+    monkeypatch.setattr(export, "quantize_encoder", loses_unk)
+    code, _, err = cli("export", student, "--out", tmp_path / "e", "--quantize", "int8", "--corpus", gold,
+                       "--agreement-corpus", agree, "--agreement-pretokenized", "--bootstrap", "50")  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "dev F1 difference" in err and "(--max-f1-drop)" in err
+    assert "agree with" not in err and not (tmp_path / "e").exists()
+    code, out, err = cli("export", student, "--out", tmp_path / "a", "--corpus", gold, "--agreement-corpus", agree,
+                         "--agreement-pretokenized", "--bootstrap", "50")  # fmt: skip
     assert code == 0, err
     gate = json.loads((tmp_path / "a" / "nerdistil.json").read_text())["gate"]
-    assert gate["chosen"] == "fp32" and [c["name"] for c in gate["candidates"]] == ["fp32", "int8", "int8-per-tensor"]
-    assert gate["pytorch_f1"] == 1.0 and gate["candidates"][0]["f1"] == 1.0 and gate["candidates"][1]["f1"] == 0.0
+    assert gate["chosen"] == "fp32" and gate["agreement"]["kind"] == "pretokenized"
+    assert gate["pytorch_f1"] == 1.0 and gate["candidates"][0]["f1"] == 1.0
+    for c in gate["candidates"][1:]:
+        assert c["agreement_f1"] == 1.0 and c["f1_diff"] < c["ci95"][1] < -0.01 and "agree" not in c["refused"]
+    # the table is not cut at 80 columns in a log: the agreement column and the CI are whole
+    assert "span F1 vs fp32" in out and "1.0000" in out and "refused" in out and "decision: fp32" in out
+
+
+def test_no_fp32_entities_means_no_evidence(tiny_distilled, tmp_path, cli):
+    """When the fp32 graph finds no entity on the agreement set, agreement is undefined: recorded as null, never
+    counted a pass, and int8 is refused for want of evidence."""
+    from nerdistil.student.export import run_export
+
+    student = _student_with_bias(tiny_distilled, tmp_path / "student", "O", 100.0)  # every word O
+    agree = tmp_path / "raw.txt"  # raw tweets, tokenized by nerdistil's tweet tokenizer
+    agree.write_text("Obama visits London today\n\n@john loves #Apple & Google http://t.co/x\nNew York !!\n")
+    code, _, err = cli("export", student, "--out", tmp_path / "e", "--quantize", "int8", "--corpus",
+                       CORPUS / "dev.txt", "--agreement-corpus", agree, "--bootstrap", "20")  # fmt: skip
+    assert code == 2 and "no evidence" in err and "Traceback" not in err
+    run_export(student, tmp_path / "a", "auto", CORPUS / "dev.txt", draws=20, agreement_corpus=agree,
+               min_agreement_tweets=3)  # fmt: skip
+    text = (tmp_path / "a" / "nerdistil.json").read_text()
+    raw = json.loads(text)["gate"]
+    assert '"agreement_f1": null' in text and raw["agreement"]["kind"] == "tweets"
+    assert raw["agreement"]["tweets"] == 3 and raw["agreement"]["fp32_entities"] == 0
+    assert raw["chosen"] == "fp32" and "no evidence" in raw["decision"]
+    assert [c["agreement_f1"] for c in raw["candidates"]] == [None, None, None]
+    assert all("no evidence" in c["refused"] for c in raw["candidates"][1:])
 
 
 def test_predict_streams_in_order(exported, tiny_distilled, tmp_path, cli):
@@ -279,7 +383,8 @@ def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
     from nerdistil.runtime import Tagger
     from nerdistil.student.export import run_export
 
-    meta = run_export(tiny_distilled, tmp_path / "int8", "int8", CORPUS / "dev.txt", max_f1_drop=1.0, draws=10)
+    meta = run_export(tiny_distilled, tmp_path / "int8", "int8", CORPUS / "dev.txt", max_f1_drop=1.0, draws=10,
+                      min_agreement=0.0)  # fmt: skip
     assert meta["gate"]["chosen"] == "int8"
     tagger = Tagger.load(tmp_path / "int8")
     by_length = {len(tagger.tokenizer(s.tokens)["input_ids"]): s.tokens for s in read_conll(CORPUS / "test.txt")}

@@ -130,12 +130,32 @@ def test_run_pipeline_end_to_end(tmp_path, corpus_dir, tiny_student, cli):
         "teach:\n  embeddings: chars\n  epochs: 3\n"
         f"finetune:\n  student: {tiny_student}\n  epochs: 1\n  batch_size: 4\n"
         f"distil:\n  student: {tiny_student}\n  epochs: 1\n  batch_size: 4\n"
+        "export:\n  quantize: auto\n"
+        "bench:\n  batch_sizes: '1,2'\n  repeats: 1\n  warmup: 0\n  threads: 1\n"
     )
     code, stdout, err = cli("run", cfg)
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    assert summary == json.loads((tmp_path / "runs" / "report.json").read_text())
     assert [r["model"] for r in summary["rows"]] == ["teacher (flair)", "finetune student", "distil student"]
     assert all(r["test_f1"] is not None and r["params"] > 0 for r in summary["rows"])
+    # the run ends in the artifact: the distilled student exported, and every model timed in the bench stage
+    export = json.loads((tmp_path / "runs" / "export" / "nerdistil.json").read_text())
+    assert export["source"]["student"] == str((tmp_path / "runs" / "distil").resolve())
+    assert summary["export"]["chosen"] == export["gate"]["chosen"]
+    final = {r["model"]: r for r in summary["final"]}
+    assert list(final) == ["teacher", "fine-tuned student", "distilled student", "shipped export"]
+    bench = json.loads((tmp_path / "runs" / "bench" / "report.json").read_text())
+    by_path = {(r["model"], r["batch_size"]): r for r in bench["results"]}
+    teacher_b1 = next(r for (m, b), r in by_path.items() if m.startswith("teacher") and b == 1)
+    for name, row in final.items():
+        assert row["p50_ms_batch1"] > 0 and row["tweets_per_s_batch2"] > 0 and row["params"] > 0, name
+        assert row["speedup_batch1"] == pytest.approx(teacher_b1["p50_ms"] / row["p50_ms_batch1"])
+        assert row["dev_f1"] is not None and row["test_f1"] is not None
+    assert final["teacher"]["speedup_batch1"] == pytest.approx(1.0)
+    assert final["teacher"]["pct_of_teacher_test_f1"] in (None, pytest.approx(100.0))
+    assert final["distilled student"]["test_f1"] == summary["rows"][2]["test_f1"]
+    assert "shipped export" in stdout and "speed-up" in stdout
     # augment_copies: the teacher labelled one made version of each training tweet, the student learnt from them
     made = (tmp_path / "runs" / "transfer.txt").read_text().splitlines()
     n_train = len(read_conll(corpus_dir / "train.txt"))
