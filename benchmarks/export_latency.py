@@ -78,8 +78,7 @@ def export(students: dict[int, Path], bench: Path, corpus: Path) -> dict:
             run_export(folder, shipped, "auto", overwrite=True)
         on_test = bench / f"export_{folder.name}_on_test"  # measurement only: fp32 and int8 scored on test
         if not (on_test / "nerdistil.json").is_file():
-            run_export(folder, on_test, "int8", corpus / "test.txt", max_f1_drop=1.0, min_agreement=0.0,
-                       overwrite=True)
+            run_export(folder, on_test, "int8", corpus / "test.txt", max_f1_drop=1.0, min_agreement=0.0, overwrite=True)
         gates = {
             k: json.loads((d / "nerdistil.json").read_text())["gate"]
             for k, d in (("shipped_gate", shipped), ("test_gate", on_test))

@@ -182,22 +182,16 @@ def evaluate(
 def export_cmd(
     student: Annotated[Path, Argument(help="A `distil` or `finetune` output folder.")],
     out: Annotated[Path, Option(help="Export folder to write (atomically): model.onnx, tokenizer, nerdistil.json.")],
-    quantize: Annotated[str, Option(help="none: fp32; int8: dynamic int8 (per-channel weights), an error (exit 2) "
-        "if the quality gate refuses it; auto: int8, else int8 with per-tensor weights, else fp32, whichever first "
-        "passes the gate (agreement with the fp32 graph, see --min-agreement, and no dev loss, see "
+    quantize: Annotated[str, Option(help="none: fp32; int8: dynamic int8 (per-channel), exit 2 if the gate refuses "
+        "it; auto: int8, else per-tensor int8, else fp32, the first to pass the gate (--min-agreement and "
         "--max-f1-drop).")] = "auto",
-    corpus: Annotated[OPath, Option(help="CoNLL file with gold tags for the gate's dev check (default: the "
-        "student's dev set).")] = None,
-    max_f1_drop: Annotated[float, Option(help="int8 is refused when the 95% CI of its dev F1 difference against the "
-        "PyTorch student lies entirely below minus this (a measured loss larger than it).")] = 0.01,
-    agreement_corpus: Annotated[OPath, Option(help="Unlabeled tweets on which int8 graphs are compared with the "
-        "fp32 graph: raw tweets one a line (nerdistil's tweet tokenizer), words separated by spaces with "
-        "--agreement-pretokenized, or a CoNLL file (named *.conll, or word and tag columns; tags ignored). Default: "
-        "transfer tweets made from the student's train tweets as `data augment` makes them, at least 5,000.")] = None,
-    agreement_pretokenized: Annotated[bool, Option(help="--agreement-corpus lines are words separated by "
-        "spaces, kept as they are.")] = False,
-    min_agreement: Annotated[float, Option(help="Smallest entity-span F1 of an int8 graph's tags, the fp32 graph's "
-        "tags taken as the reference, on the agreement set (0.99: a relative 1% criterion).")] = 0.99,
+    corpus: Annotated[OPath, Option(help="Gold CoNLL file for the dev check (default: the student's dev).")] = None,
+    max_f1_drop: Annotated[float, Option(help="Refuse int8 when the 95% CI of its dev F1 difference against the "
+        "PyTorch student lies entirely below minus this.")] = 0.01,
+    agreement_corpus: Annotated[OPath, Option(help="Unlabeled tweets to compare int8 with fp32 on: raw tweets one a "
+        "line, spaced words with --agreement-pretokenized, or CoNLL (*.conll or word/tag columns). Default: at least "
+        "5,000 transfer tweets made from the student's train tweets (`data augment`).")] = None,
+    agreement_pretokenized: Annotated[bool, Option(help="Agreement lines are spaced words.")] = False, min_agreement: Annotated[float, Option(help="Least span F1 of int8 against fp32 on that set.")] = 0.99,
     bootstrap: Annotated[int, Option(help="Paired bootstrap draws for the F1 difference's 95% CI.")] = 1000,
     fuse: Annotated[bool, Option("--fuse/--no-fuse", help="Fuse each layer's attention, GELU and layer norms into "
         "ONNX Runtime's transformer kernels (com.microsoft ops, in every ONNX Runtime build; faster at batch 1). "

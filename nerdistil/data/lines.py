@@ -77,3 +77,27 @@ def count_lines(path: str | Path, block_size: int = BLOCK) -> int:
             cr = block[-1:] == b"\r"
             last = block[-1:]
     return n + (last not in (b"", b"\n", b"\r"))
+
+
+def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator:
+    """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
+
+    The file is read line by line, never whole, so it may be far larger than memory. Output of
+    ``nerdistil preprocess`` (one clean tweet a line) is read the same way; ``pretokenized`` lines
+    (``nerdistil data augment``) are split on whitespace, keeping their words exactly. Each sentence
+    keeps its 1-based line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such unlabeled-text file", path)
+    from nerdistil.data.conll import Sentence
+    from nerdistil.data.tweets import tokenize
+
+    seen = 0
+    for lineno, line in iter_lines(path):  # \n, \r\n or \r; decoded a line at a time: errors point at their line
+        tokens = line.split() if pretokenized else tokenize(line)
+        if tokens:
+            seen += 1
+            yield Sentence(tokens, None, lineno)
+    if not seen:
+        raise UserError("the unlabeled-text file holds no tweets", path)

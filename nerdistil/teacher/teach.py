@@ -7,14 +7,13 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
-from nerdistil.data.lines import count_lines
-from nerdistil.data.tweets import tokenize
+from nerdistil.data.lines import count_lines, read_unlabeled  # noqa: F401 (read_unlabeled: its old home)
 from nerdistil.errors import UserError
 from nerdistil.metrics import entity_report, full_report
 from nerdistil.runio import check_out, staging, versions, write_config, write_json
@@ -41,29 +40,6 @@ def read_corpus(cfg: TeachConfig) -> dict[str, list[Sentence]]:
         for name in SPLITS
         if (folder / f"{name}.txt").is_file()
     }
-
-
-def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator[Sentence]:
-    """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
-
-    The file is read line by line, never whole, so it may be far larger than memory. Output of
-    ``nerdistil preprocess`` (one clean tweet a line) is read the same way; ``pretokenized`` lines
-    (``nerdistil data augment``) are split on whitespace, keeping their words exactly. Each sentence
-    keeps its 1-based line number.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such unlabeled-text file", path)
-    from nerdistil.data.lines import iter_lines
-
-    seen = 0
-    for lineno, line in iter_lines(path):  # \n, \r\n or \r; decoded a line at a time: errors point at their line
-        tokens = line.split() if pretokenized else tokenize(line)
-        if tokens:
-            seen += 1
-            yield Sentence(tokens, None, lineno)
-    if not seen:
-        raise UserError("the unlabeled-text file holds no tweets", path)
 
 
 def teacher_files(cfg: TeachConfig) -> list[str]:
