@@ -191,11 +191,11 @@ def export_cmd(
     agreement_corpus: Annotated[OPath, Option(help="Unlabeled tweets to compare int8 with fp32 on: raw tweets one a "
         "line, spaced words with --agreement-pretokenized, or CoNLL (*.conll or word/tag columns). Default: at least "
         "5,000 transfer tweets made from the student's train tweets (`data augment`).")] = None,
-    agreement_pretokenized: Annotated[bool, Option(help="Agreement lines are spaced words.")] = False, min_agreement: Annotated[float, Option(help="Least span F1 of int8 against fp32 on that set.")] = 0.99,
+    agreement_pretokenized: Annotated[bool, Option(help="Agreement lines are spaced words.")] = False,
+    min_agreement: Annotated[float, Option(help="Least span F1 of int8 against fp32 on that set.")] = 0.99,
     bootstrap: Annotated[int, Option(help="Paired bootstrap draws for the F1 difference's 95% CI.")] = 1000,
-    fuse: Annotated[bool, Option("--fuse/--no-fuse", help="Fuse each layer's attention, GELU and layer norms into "
-        "ONNX Runtime's transformer kernels (com.microsoft ops, in every ONNX Runtime build; faster at batch 1). "
-        "--no-fuse keeps the graph to standard ai.onnx ops, for other ONNX runtimes.")] = True,
+    fuse: Annotated[bool, Option("--fuse/--no-fuse", help="Fuse attention, GELU and layer norms into ONNX "
+        "Runtime's kernels (com.microsoft ops); --no-fuse keeps standard ai.onnx ops, for other runtimes.")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:  # fmt: skip
     """Export a student as one ONNX graph with nerdistil's valid-BIO decoder inside, behind a quality gate."""
