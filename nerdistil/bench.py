@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerdistil.bench_plot import plot  # noqa: E402,F401 (bench-latency --plot)
+from nerdistil.bench_plot import plot
 from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)

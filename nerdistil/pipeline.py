@@ -237,11 +237,9 @@ def _bench(staged: _Staged, models: list[tuple[str, Path]], corpus: Path, out: P
                                    threads=cfg.threads, repeats=cfg.repeats, warmup=cfg.warmup, trust_teacher=True,
                                    plot_out=tmp / "latency.png")  # fmt: skip
         report["names"] = {str(path): name for name, path in models}
-        report["scores"] = {}
-        for name, path in models:
-            if name == "shipped export":  # the others' dev and test scores are in their own reports
-                report["scores"][name] = {split: run_evaluate(path, corpus / f"{split}.txt")["f1"]
-                                          for split in ("dev", "test")}  # fmt: skip
+        # the export's dev and test F1 (the other models' are in their own stage reports)
+        report["scores"] = {name: {s: run_evaluate(path, corpus / f"{s}.txt")["f1"] for s in ("dev", "test")}
+                            for name, path in models if name == "shipped export"}  # fmt: skip
         report["config"] = dataclasses.asdict(cfg)
         report["environment"] = versions()
         write_json(tmp / "report.json", report)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from nerdistil.errors import UserError
 from nerdistil.runtime import CONFIG, FORMAT, MODEL, Tagger
 from nerdistil.student.gate import (  # noqa: F401 (paired_bootstrap, gate_corpus: imported from here too)
+    MIN_AGREEMENT_TWEETS,
     _n_entities,
     agreement_set,
     gate_corpus,
@@ -39,10 +39,6 @@ QUANTIZE = ("none", "int8", "auto")
 WINDOW_RULE = ("a sentence whose subwords exceed max_length is cut into consecutive windows of whole words, each "
                "within the limit (a single word longer than the limit keeps its first subwords); each window is "
                "decoded on its own and every word is tagged exactly once")  # fmt: skip
-
-
-MIN_AGREEMENT_TWEETS = 5000
-_TAG = re.compile(r"^(O|[BIES]-\S+)$")
 
 
 @dataclass
