@@ -88,6 +88,11 @@ class TeachConfig:
         "split on whitespace instead of tokenizing them as tweets.", False)  # fmt: skip
     shard_size: str = "200MB"  # largest soft-label shard on disk
     label_chunk: int = 1024  # sentences labelled (and saved) at a time; --resume reuses finished chunks
+    vector_cache: str = opt(
+        "Folder where a frozen transformer's word vectors of the corpus (train, dev, test) are kept, keyed by the "
+        "encoder's weights, layer choice, tokenizer and the corpus's sentences, so reruns, --resume and CV folds "
+        "reuse them: auto ($NERDISTIL_CACHE/vectors, else ~/.cache/nerdistil/vectors), a folder, or none (compute "
+        "them once a run, in memory).", "auto")  # fmt: skip
     label_batch_size: int | None = opt("Sentences a teacher's forward pass takes at once while labelling; default 32 "
                                        "on CPU, 256 on a GPU.")  # fmt: skip
     mixed_precision: str = opt(

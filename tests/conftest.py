@@ -9,6 +9,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the registry of teacher files nerdistil wrote: one per test session, never the user's own
 os.environ["NERDISTIL_HOME"] = tempfile.mkdtemp(prefix="nerdistil-home-")
+# the on-disk cache of frozen word vectors: one per test session, never the user's own
+os.environ["NERDISTIL_CACHE"] = tempfile.mkdtemp(prefix="nerdistil-cache-")
 
 DATA = Path(__file__).parent / "data"
 

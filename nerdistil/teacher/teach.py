@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -141,11 +142,15 @@ def run_teach(cfg: TeachConfig) -> dict:
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "cross_fit": cfg.cross_fit,
                     "soft_label_kind": cfg.soft_labels}  # fmt: skip
-    with staging(cfg.out, cfg.overwrite, cfg.resume, main=procs.rank == 0, inputs=inputs) as tmp:
+    trainer = None if given else base.trainer(device=device)  # frozen embeddings: later members reuse vectors
+    words = [s.tokens for part in corpus.values() for s in part]  # a frozen encoder's vectors of them: cached
+    with (
+        staging(cfg.out, cfg.overwrite, cfg.resume, main=procs.rank == 0, inputs=inputs) as tmp,
+        trainer.corpus_vectors(cfg.vector_cache, words) if trainer else contextlib.nullcontext(),
+    ):
         procs.barrier()  # the first process made the staging folder
         t0 = time.perf_counter()
         teachers, members = [], []
-        trainer = None if given else base.trainer(device=device)  # frozen embeddings: later members reuse vectors
         for k in range(n):
             teacher, info = _member(cfg, k, given, corpus, labels, tmp, trainer, folds)
             teachers.append(teacher)

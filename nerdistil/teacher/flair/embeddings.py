@@ -47,6 +47,21 @@ def transformer_part(part: str) -> tuple[str, str]:
     return (str(Path(path).expanduser()) if looks_local else path), layers
 
 
+def frozen_transformer(path: str, layers: str):
+    """A frozen Flair transformer (``layer_mean``, first subword), the same weights whenever it is built.
+
+    Flair adds a context-separator token to the vocabulary, and Hugging Face initialises its row (and
+    any weight missing from the checkpoint) at random: drawn here from a fixed seed, on a copy of the
+    CPU generator, so two builds have equal weights and so one key in the vector cache (``vectors``).
+    """
+    from flair.embeddings import TransformerWordEmbeddings
+
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.random.default_generator.manual_seed(0)
+        return TransformerWordEmbeddings(path, layers=layers, layer_mean=True, subtoken_pooling="first",
+                                         fine_tune=False, allow_long_sentences=True)  # fmt: skip
+
+
 def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
     """Flair token embeddings from a spec.
 
@@ -72,7 +87,9 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
 
     parts = []
     for name in [p.strip() for p in spec.split(",") if p.strip()]:
-        if name in MINILM:
+        if name in MINILM and not MINILM[name][1]:
+            parts.append(frozen_transformer(str(minilm_path()), MINILM[name][0]))
+        elif name in MINILM:
             layers, fine_tune = MINILM[name]
             parts.append(
                 TransformerWordEmbeddings(
@@ -85,9 +102,7 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
                 )  # fmt: skip
             )
         elif name in MPNET:
-            parts.append(TransformerWordEmbeddings(str(mpnet_path()), layers=MPNET[name], layer_mean=True,
-                                                   subtoken_pooling="first", fine_tune=False,
-                                                   allow_long_sentences=True))  # fmt: skip
+            parts.append(frozen_transformer(str(mpnet_path()), MPNET[name]))
         elif name in ("chars", "onehot"):
             corpus = Corpus(train=FlairDatapointDataset(flair_train), sample_missing_splits=False)
             parts.append(OneHotEmbeddings.from_corpus(corpus, min_freq=2, embedding_length=100))
@@ -96,9 +111,7 @@ def build_embeddings(spec: str, train: list[Sentence], flair_train: list):
         elif name.endswith(("-forward", "-backward", "-fast")):
             parts.append(FlairEmbeddings(name))
         elif Path(name).exists() or "/" in name or "-" in name or "@" in name:
-            path, layers = transformer_part(name)
-            parts.append(TransformerWordEmbeddings(path, layers=layers, layer_mean=True, subtoken_pooling="first",
-                                                   fine_tune=False, allow_long_sentences=True))  # fmt: skip
+            parts.append(frozen_transformer(*transformer_part(name)))
         else:
             parts.append(WordEmbeddings(name))
     if not parts:
@@ -126,12 +139,13 @@ class EmbeddingCache:
     """Frozen embeddings and the Flair sentences carrying their vectors, kept across ensemble members.
 
     The members of an ensemble on frozen embeddings (``mpnet-all``…) differ only in their heads:
-    the first member computes the words' vectors, the others train on the same vectors. Flair
+    they share one embeddings module and train on the same vectors (``vectors.VectorCache``). Flair
     sentences are kept per nerdistil sentence, so members trained on different folds share them too.
     """
 
     def __init__(self) -> None:
         self.embeddings = None
+        self.vectors = None  # a vectors.VectorCache of train + dev, outside a `teach` run's own
         self._flair: dict[int, object] = {}
 
     def flair(self, sentences: Sequence[Sentence]) -> list:
@@ -146,7 +160,7 @@ class EmbeddingCache:
         for fs in self._flair.values():
             fs.clear_embeddings()
         self._flair.clear()
-        self.embeddings = None
+        self.embeddings = self.vectors = None
 
 
 def _settings(module: torch.nn.Module) -> list[dict]:

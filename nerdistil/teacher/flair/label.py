@@ -5,7 +5,6 @@ Batches are sorted longest first (Flair packs sequences); long sentences go in o
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 
@@ -16,8 +15,11 @@ from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled
 from nerdistil.teacher.crf import crf_marginals, project, tag_projection
-from nerdistil.teacher.flair.embeddings import embedding_parts
+from nerdistil.teacher.flair import vectors
+from nerdistil.teacher.flair.embeddings import all_static
 from nerdistil.teacher.flair.sentences import bio_map, teacher_tags, to_flair
+from nerdistil.teacher.flair.vectors import frozen_transformers as _frozen_transformers
+from nerdistil.teacher.flair.vectors import unstrided as _unstrided
 
 SOFT_LABELS = ("posterior", "flair", "hard")
 
@@ -159,19 +161,6 @@ def _release_freed_heap() -> None:
         trim(0)
 
 
-def _frozen_transformers(embeddings) -> list:
-    """The frozen Flair transformer word embeddings in (stacked) embeddings: the ones worth batching by subwords.
-
-    Not those that read neighbouring sentences as context (``use_context``): Flair links a sentence to
-    the others of the first batch that embeds it, so another batch would give other vectors.
-    """
-    from flair.embeddings import TokenEmbeddings, TransformerEmbeddings
-
-    return [p for p in embedding_parts(embeddings)
-            if isinstance(p, TransformerEmbeddings) and isinstance(p, TokenEmbeddings) and p.static_embeddings
-            and p.token_embedding and not getattr(p, "context_length", 0)]  # fmt: skip
-
-
 def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> None:
     """Compute frozen transformer vectors for Flair ``sentences`` in batches of similar subword counts.
 
@@ -196,28 +185,6 @@ def _embed_by_subwords(parts: Sequence, sentences: list, batch_size: int) -> Non
             batch = order[start : start + batch_size]
             with _unstrided(part, len(counts[batch[0]]) <= fits):  # longest first
                 part.embed([todo[k] for k in batch])
-
-
-@contextlib.contextmanager
-def _unstrided(part, fits: bool) -> Iterator[None]:
-    """Flair's plain path for a batch whose sentences all fit the transformer's input (``fits``).
-
-    With ``allow_long_sentences`` Flair runs every batch through its strided path, which copies each
-    sentence's hidden states into a 512-position tensor one sentence at a time (about a sixth of the
-    labeller's time besides the networks on a CPU; on a GPU each sentence's boolean indexing waits
-    for the device), though a tweet never overflows. For a batch that fits, the model gets the same
-    input ids and mask, and each word the same vector, bitwise (tested); a batch with a longer
-    sentence keeps Flair's strided path.
-    """
-    if not (fits and part.allow_long_sentences):
-        yield
-        return
-    stride = part.stride
-    part.allow_long_sentences, part.stride = False, 0  # Flair's own settings without long sentences
-    try:
-        yield
-    finally:
-        part.allow_long_sentences, part.stride = True, stride
 
 
 def host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple[list, list]:
@@ -292,7 +259,9 @@ def _label_batches(
 ) -> Iterator[Labelled]:  # fmt: skip
     """``label`` without windows: each sentence whole, in batches sorted longest first, yielded in input order.
 
-    Frozen transformer vectors are computed ``embed_group`` batches ahead (``_embed_by_subwords``).
+    Frozen transformer vectors are computed ``embed_group`` batches ahead (``_embed_by_subwords``). Inside
+    ``vectors.vector_cache`` (``teach``), a tagger whose embeddings are all frozen takes the vectors of the
+    corpus's sentences from it, the very ones it trained on; other sentences (``--unlabeled``) are embedded here.
     """
     if kind not in SOFT_LABELS:
         raise UserError(f"unknown soft-label kind {kind!r}; use one of {', '.join(SOFT_LABELS)}")
@@ -301,6 +270,7 @@ def _label_batches(
     tagger.eval()
     order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
     frozen = _frozen_transformers(tagger.embeddings)
+    cache = vectors.active() if frozen and all_static(tagger.embeddings) else None
     group = batch_size * embed_group
     results: dict[int, Labelled] = {}
     nxt = 0
@@ -312,6 +282,8 @@ def _label_batches(
                 gidx = order[start : start + group]
                 made = to_flair(Sentence(sentences[i].tokens) for i in gidx) if flair_sentences is None else None
                 fsents = {i: flair_sentences[i] if made is None else made[k] for k, i in enumerate(gidx)}
+                if cache is not None:
+                    cache.attach(frozen, [sentences[i].tokens for i in gidx], [fsents[i] for i in gidx])
                 _embed_by_subwords(frozen, list(fsents.values()), batch_size)
             idx = order[start : start + batch_size]
             batch = [fsents.pop(i) for i in idx]

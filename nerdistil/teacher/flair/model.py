@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled, Teacher
+from nerdistil.teacher.flair import vectors
 from nerdistil.teacher.flair.embeddings import (
     EmbeddingCache,
     all_static,
@@ -27,6 +28,7 @@ from nerdistil.teacher.flair.embeddings import (
 )
 from nerdistil.teacher.flair.label import SOFT_LABELS, host_viterbi, label
 from nerdistil.teacher.flair.sentences import TAG_TYPE, flair_tags, teacher_tags, to_flair
+from nerdistil.teacher.flair.vectors import frozen_transformers
 
 
 def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, work_dir: Path,
@@ -35,7 +37,11 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
 
     Frozen embeddings get a BiLSTM-CRF trained with SGD; fine-tuned ones (``minilm-ft``) a
     linear-CRF head trained with AdamW together with the transformer. With a ``cache``, frozen
-    embeddings and their vectors are taken from it (filled by the first member that trains). Entity
+    embeddings and their vectors are taken from it (filled by the first member that trains). Embeddings
+    that are all frozen take their transformer parts' vectors from ``vectors.active()`` (``teach``'s
+    corpus, maybe from disk), else from a ``vectors.VectorCache`` of ``train`` and ``dev``; either way
+    computed in eval mode. (Flair itself computes them in the first epoch, with the tagger and so the
+    frozen transformer in train mode: one draw of its dropout, then reused in every epoch.) Entity
     ``types`` missing from ``train`` (a cross-fit fold without a rare type) still get tags, so every
     member predicts the corpus's whole label set.
     """
@@ -59,6 +65,9 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
         embeddings = build_embeddings(cfg.embeddings, train, f_train)
         if cache is not None and all_static(embeddings):
             cache.embeddings = embeddings
+    frozen = frozen_transformers(embeddings) if all_static(embeddings) else []
+    if frozen:  # the frozen vectors in eval mode, once a corpus: Flair's training finds them and never embeds
+        _vector_cache(train + dev, cache).attach(frozen, [s.tokens for s in train + dev], f_train + f_dev)
     tuned = fine_tuned(cfg.embeddings)
     tagger = SequenceTagger(
         hidden_size=cfg.hidden_size, embeddings=embeddings, tag_dictionary=tag_dict, tag_type=TAG_TYPE,
@@ -72,7 +81,7 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
         if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
             trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
                               embeddings_storage_mode="none", **common)  # fmt: skip
-        else:  # SGD with annealing on plateaus; frozen embeddings are computed once, then cached in memory
+        else:  # SGD with annealing on plateaus; frozen vectors attached above, or Flair computes and keeps them
             # on a GPU the cached vectors stay there: moving each token's vector to the device every batch was
             # most of a GPU epoch (261,816 single-tensor copies in a 4-epoch profile)
             storage = "gpu" if flair.device.type == "cuda" else "cpu"
@@ -86,6 +95,18 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
         for s in f_train + f_dev:
             s.clear_embeddings()
     return tagger, best
+
+
+def _vector_cache(sentences: list[Sentence], cache: EmbeddingCache | None) -> vectors.VectorCache:
+    """The run's ``vectors.active()`` cache if it holds ``sentences``; else one of them (kept in ``cache``)."""
+    words = [s.tokens for s in sentences]
+    for held in (vectors.active(), cache.vectors if cache is not None else None):
+        if held is not None and held.covers(words):
+            return held
+    made = vectors.VectorCache(None, words)
+    if cache is not None:
+        cache.vectors = made
+    return made
 
 
 @contextlib.contextmanager
@@ -234,6 +255,14 @@ class FlairTrainer:
         tagger, best = train_teacher(train, dev, cfg, work_dir, self.cache, types, self.device)
         return FlairTeacher(tagger, {"kind": FlairTeacher.kind}), best
 
+    def corpus_vectors(self, setting: str, sentences: Iterable[Sequence[str]]) -> contextlib.AbstractContextManager:
+        """A block in which a frozen encoder's vectors of the corpus ``sentences`` are computed once.
+
+        Every member, fold, epoch and the labelling share them; ``setting`` says where they are kept on
+        disk (``vectors.vector_cache``).
+        """
+        return vectors.vector_cache(setting, sentences)
+
     def close(self) -> None:
-        """Drop the cached word vectors."""
+        """Drop the cached Flair sentences (the corpus's vectors live until ``corpus_vectors``' block ends)."""
         self.cache.clear()
