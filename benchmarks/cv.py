@@ -11,14 +11,14 @@ student shape serves every configuration). A run folder that holds a ``report.js
 (``.NAME.partial``) resumed, so rerunning the command only does what is missing.
 
 Then every model tags its test folds (a teacher's stored test tags from its soft labels: the ensemble's decoding;
-a student through ``nerdistil.evaluate.load_predictor``; cached under ``OUT/folds/i/preds``) and the script writes
+a student through ``nerdistil.deploy.loader.load_tagger``; cached under ``OUT/folds/i/preds``) and the script writes
 ``benchmarks/results/cv.json`` and the ``cv`` section of ``benchmarks/RESULTS.md``:
 
 * per model: entity F1 per fold (mean ± standard deviation over folds) and the pooled F1, seqeval over the
   concatenation of all test folds (every tweet predicted once, by the model that did not train on it);
 * per pair (distilled vs its fine-tuned baseline; teacher vs teacher; the same student distilled from two
   teachers): the pooled difference with a 95% paired bootstrap CI over tweets
-  (``nerdistil.student.export.paired_bootstrap``, seeded), whether it excludes 0 and on how many folds the
+  (``nerdistil.deploy.export.paired_bootstrap``, seeded), whether it excludes 0 and on how many folds the
   difference had the pooled sign;
 * pooled per-entity-type F1 of the best student against its partner (its fine-tuned baseline);
 * how long every step took.
@@ -223,9 +223,9 @@ def fold_tags(run_dir: Path, test: list[Sentence], cache: Path, teacher: bool) -
             raise RuntimeError(f"{run_dir}: the stored test split is not the fold's test.txt")
         tags = [[labels[i] for i in r["teacher_tags"]] for r in rows]
     else:
-        from nerdistil.evaluate import load_predictor
+        from nerdistil.deploy.loader import load_tagger
 
-        fn, _, _, _ = load_predictor(run_dir)  # auto: a GPU where there is one, as training chose
+        fn = load_tagger(run_dir).predict  # auto: a GPU where there is one, as training chose
         tags = fn(words)
     if len(tags) != len(test) or any(len(t) != len(s) for t, s in zip(tags, test)):
         raise RuntimeError(f"{run_dir}: a different number of tags than words")
@@ -277,7 +277,7 @@ def model_summary(gold: dict[int, list], preds: dict[str, dict[int, list]]) -> d
 def compare(gold: dict[int, list], ref: dict[str, dict[int, list]], cand: dict[str, dict[int, list]],
             ref_sum: dict, cand_sum: dict, draws: int, seed: int) -> dict:  # fmt: skip
     """Pooled F1(cand) - F1(ref) with a 95% paired bootstrap CI over tweets, and the folds that agree in sign."""
-    from nerdistil.student.export import paired_bootstrap
+    from nerdistil.deploy.export import paired_bootstrap
 
     if len(ref) != len(cand):
         raise ValueError("a paired comparison needs as many seeds on both sides")

@@ -69,7 +69,7 @@ def train(bench: Path, config: str, corpus: Path, teacher: Path) -> dict[int, Pa
 
 
 def export(students: dict[int, Path], bench: Path, corpus: Path) -> dict:
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     out = {}
     for layers, folder in students.items():
@@ -180,7 +180,7 @@ def write_section(report: dict, args, cmd: list[str]) -> None:
              f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores). End to end, words in and tags out; "
              f"{report['repeats']} interleaved rounds, in each of which every model in turn is loaded in a fresh "
              "process and makes one timed pass per batch size. An export runs as deployed: "
-             "`nerdistil.runtime.Tagger` (onnxruntime, tokenizers, numpy; torch never imported in its process), the "
+             "`nerdistil.Tagger` (onnxruntime, tokenizers, numpy; torch never imported in its process), the "
              "valid-BIO decoder inside the graph.", "",
              "| model | backend | batch | p50 ms | p90 ms | sentences/s | disk MB | peak RSS MB | speed-up vs teacher "
              "(p50) | test F1 |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

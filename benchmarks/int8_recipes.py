@@ -5,7 +5,7 @@
 For each student folder, builds the graphs `nerdistil export` can ship (fp32; dynamic int8 of the weights with
 per-channel and with per-tensor scales, embedding tables included; per-channel with the embedding tables kept fp32;
 fp32 and per-channel after Optimum's attention fusion), each joined to the in-graph
-BIO decoder, and tags the dev and test splits through `nerdistil.runtime.Tagger` at batch 1, 8 and 32: with the
+BIO decoder, and tags the dev and test splits through `nerdistil.deploy.runtime.Tagger` at batch 1, 8 and 32: with the
 runtime's batches of one subword length ("no padding") and with length-sorted batches cut every N windows, as the
 runtime did before ("padded"). Reports entity F1, word agreement with the fp32 graph and the p50 latency at batch 1
 (2 threads). Run the timing on an otherwise idle machine. Writes ``benchmarks/results/int8_recipes.json`` and the
@@ -48,7 +48,8 @@ def padded_decode(tagger, sentences: list[list[str]], batch_size: int) -> list[l
 
 def build(student: Path, work: Path) -> dict[str, Path]:
     """The candidate graphs of one student, each with the decoder: name -> file."""
-    from nerdistil.student.export import compose, export_encoder, quantize_encoder
+    from nerdistil.deploy.export import compose, export_encoder
+    from nerdistil.deploy.quantize import quantize_encoder
 
     cfg = json.loads((student / "config.json").read_text())
     labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
@@ -71,8 +72,8 @@ def main() -> None:
     from seqeval.metrics import f1_score
 
     from nerdistil.data.conll import read_conll
-    from nerdistil.runtime import Tagger
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
+    from nerdistil.deploy.runtime import Tagger
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", nargs="+", default=["runs/bench/distil_s13", "runs/bench/distil4_s13"])
@@ -125,7 +126,7 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
     Path(args.json).write_text(json.dumps({"command": command, "threads": args.threads, "rows": rows}, indent=2))
     lines = ["```", command, "```", "",
-             "Entity F1 (word agreement with the fp32 graph) through `nerdistil.runtime.Tagger`. \"no padding\": the "
+             "Entity F1 (word agreement with the fp32 graph) through `nerdistil.Tagger`. \"no padding\": the "
              "runtime's batches of one subword length; \"padded\": length-sorted batches cut every N windows (the "
              f"runtime before this change). p50: batch 1 on test, {args.threads} threads.", "",
              "| student | graph | MB | dev b1 | dev b32 no padding | dev b32 padded | test b1 | test b32 no padding | "

@@ -8,7 +8,7 @@ __all__ = ["Tagger", "__version__"]
 
 def __getattr__(name: str):
     if name == "Tagger":  # imported on first use: the runtime needs onnxruntime, never torch
-        from nerdistil.runtime import Tagger
+        from nerdistil.deploy.runtime import Tagger
 
         return Tagger
     raise AttributeError(f"module 'nerdistil' has no attribute {name!r}")

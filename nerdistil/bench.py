@@ -45,23 +45,23 @@ class Spec:
 
 def _load(spec: Spec, threads: int):
     """Returns (words -> tags function, parameter count, bytes on disk)."""
-    if spec.backend == "export":  # nerdistil export folder: ONNX graph with the decoder inside, no torch
-        from nerdistil.runtime import MODEL, Tagger
-        from nerdistil.student.export import graph_params
+    if spec.backend == "export" or spec.kind == "teacher":
+        # an export runs as deployed (the torch-free runtime); a teacher of any kind, or a teach folder's ensemble,
+        # as labelling runs it. The parent process checked trust (every member's) before spawning us
+        from nerdistil.deploy.loader import load_tagger
 
-        tagger = Tagger.load(spec.path, threads)
-        params = graph_params(spec.path)
-        return (lambda batch: tagger.decode(batch, len(batch))[0]), params, (Path(spec.path) / MODEL).stat().st_size
+        tagger = load_tagger(spec.path, trust_teacher=True, kind="auto" if spec.backend == "export" else "teacher",
+                             device=spec.device, threads=threads)  # fmt: skip
+        if spec.backend == "export":
+            from nerdistil.deploy.runtime import MODEL
+
+            disk = (Path(spec.path) / MODEL).stat().st_size
+        else:
+            from nerdistil.teacher.ensemble import member_sources
+
+            disk = sum(_disk(Path(f)) for f, _ in member_sources(spec.path) or [(spec.path, "")])
+        return (lambda batch: tagger.predict(batch, len(batch))), tagger.params, disk
     import torch
-
-    if spec.kind == "teacher":  # a teacher of any kind, or a teach folder's ensemble run as labelling runs it
-        from nerdistil.teacher.ensemble import load_ensemble, member_sources
-        from nerdistil.trainer import resolve_device
-
-        # the parent process checked trust (every member's) before spawning us
-        teacher = load_ensemble(spec.path, trust_teacher=True, device=resolve_device(spec.device))
-        disk = sum(_disk(Path(f)) for f, _ in member_sources(spec.path) or [(spec.path, "")])
-        return (lambda batch: teacher.predict(batch, batch_size=len(batch))), teacher.params, disk
 
     from nerdistil.align import load_tokenizer
     from nerdistil.tokclf import load_classifier, predict
@@ -186,17 +186,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
 
 
-def int8_kernels() -> str:
-    """The dynamic-quantization preset for this CPU: AVX-512 VNNI where present (about 1.5x faster), else AVX2."""
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
-
-
 class OrtTokenClassifier:
     """A token classifier over a bare ONNX Runtime session: the least Python between words and logits."""
 
@@ -220,19 +209,18 @@ class OrtTokenClassifier:
 
 
 def export_onnx(student: str, out_dir: Path) -> Path:
-    """Export a student folder to ONNX (fp32) and add a dynamically quantized int8 copy."""
+    """Export a student folder to ONNX (fp32) and add an int8 copy made by the export's recipe (``deploy.quantize``)."""
     try:
-        from optimum.onnxruntime import ORTModelForTokenClassification, ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        from optimum.onnxruntime import ORTModelForTokenClassification
     except ImportError:
         raise UserError("--onnx needs Optimum and ONNX Runtime: pip install 'nerdistil[onnx]'") from None
+    from nerdistil.deploy.quantize import quantize_encoder
+
     if (out_dir / "model_quantized.onnx").is_file():
         return out_dir
     model = ORTModelForTokenClassification.from_pretrained(student, export=True)
     model.save_pretrained(out_dir)
-    quantizer = ORTQuantizer.from_pretrained(out_dir, file_name="model.onnx")
-    qconfig = getattr(AutoQuantizationConfig, int8_kernels())(is_static=False, per_channel=False)
-    quantizer.quantize(save_dir=out_dir, quantization_config=qconfig)
+    quantize_encoder(out_dir / "model.onnx", per_channel=True, out=out_dir / "model_quantized.onnx")
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(student).save_pretrained(out_dir)
@@ -254,6 +242,8 @@ def machine(threads: int) -> dict:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
+        from nerdistil.deploy.quantize import int8_kernels
+
         info["int8_kernels"] = int8_kernels()
     except ImportError:
         pass
@@ -327,8 +317,8 @@ def run_bench_latency(teacher: Path, students: list[Path], corpus: Path, batch_s
     import torch
 
     from nerdistil.data.conll import read_conll
+    from nerdistil.deploy.runtime import CONFIG
     from nerdistil.runio import check_file_out, write_json
-    from nerdistil.runtime import CONFIG
     from nerdistil.teacher.ensemble import check_ensemble
     from nerdistil.tokclf import check_folder
 

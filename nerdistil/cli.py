@@ -1,29 +1,35 @@
 """The ``nerdistil`` command line: options -> config -> the module's ``run_*`` -> ``nerdistil.show``.
 
-Every setting of teach, distil/finetune and lm-distil/lm-finetune lives in its config dataclass
-(``nerdistil.settings``), help text and all: :func:`_config_command` makes one option of every field
-that has help, and :func:`_config` fills the config from the options given on the command line.
+Every setting of teach, distil/finetune, lm-distil/lm-finetune and serve lives in its config dataclass
+(``nerdistil.settings``), help text and all: ``cli_config.config_command`` makes one option of every
+field that has help, and fills the config from the options given on the command line.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional, get_args, get_type_hints
+from typing import Annotated, Optional
 
 import typer
 from typer import Argument, Option
 
 from nerdistil import show
+from nerdistil.cli_config import config_command
 from nerdistil.errors import UserError
 from nerdistil.runio import check_file_out, write_json, write_text
-from nerdistil.settings import LM_EVAL_WORDS, OVERWRITE, DataConfig, LMConfig, StudentConfig, TeachConfig, help_of
+from nerdistil.settings import (
+    LM_EVAL_WORDS,
+    OVERWRITE,
+    DataConfig,
+    LMConfig,
+    ServeConfig,
+    StudentConfig,
+    TeachConfig,
+    help_of,
+)
 
 app = typer.Typer(
     help="Distil Flair NER teachers (BiLSTM-CRF) into fast transformer students, for tweets.",
@@ -35,88 +41,11 @@ data_app = typer.Typer(help="Prepare corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 OPath, OInt = Optional[Path], Optional[int]
-ConfigOpt = Annotated[OPath, Option("--config", help="YAML config; flags given on the command line override it.")]
-SetOpt = Annotated[Optional[list[str]], Option("--set", metavar="KEY=VALUE", help="Set any key of this command's "
-    "config, spaCy-style, its section optional: --set distil.alpha_kd=2 or --set alpha_kd=2 in distil; nested keys "
-    "dotted (--set data.repair_tags=true). VALUE is read as YAML. Repeatable; applied after --config and before the "
-    "other flags, which win.")]  # fmt: skip
 OverwriteOpt = Annotated[bool, Option("--overwrite", help=OVERWRITE)]
 TrustOpt = Annotated[bool, Option("--trust-teacher", help=help_of(TeachConfig, "trust_teacher"))]
 RepairOpt = Annotated[bool, Option("--repair-tags", help=help_of(DataConfig, "repair_tags"))]
 DeviceOpt = Annotated[str, Option(help=help_of(TeachConfig, "device") + " Export folders: ONNX Runtime, CPU.")]
 ANY_TEACHER = "a Flair tagger file (unpickled: trusted files only), a token-classifier folder or a hub name"
-
-
-def _options(cls: type, prefix: str = "", only: tuple[str, ...] | None = None) -> Iterator[tuple[str, str, Any, Any]]:
-    """(option name, dotted config key, Typer annotation, default) of every field of ``cls`` with help text.
-
-    A nested dataclass field offers the sub-fields its ``options`` metadata names (``--repair-tags`` ->
-    ``data.repair_tags``). A bool without a declared flag is a switch, ``--x``, off unless given; every
-    other option defaults to None ("not given"), so the default written on the field is the only one.
-    """
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if only is not None and f.name not in only:
-            continue
-        if "options" in f.metadata:
-            yield from _options(f.default_factory, f"{prefix}{f.name}.", f.metadata["options"])  # type: ignore[arg-type]
-        elif "help" in f.metadata:
-            meta = f.metadata
-            kind = meta["kind"] or next(t for t in get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
-            switch = kind is bool and not meta["flag"]
-            flag = "--" + f.name.replace("_", "-") if switch else meta["flag"]
-            option = Option(*([flag] if flag else []), help=meta["help"])
-            annotation = Annotated[bool if switch else Optional[kind], option]
-            yield f.name, prefix + f.name, annotation, False if switch else None
-
-
-def _config_command(name: str, cls: type, section: str, doc: str, run: str, table: Callable[[str, dict], None],
-                    *args: Any) -> None:  # fmt: skip
-    """Add command ``name``: an option per field of ``cls`` with help, then --config and --set.
-
-    It fills ``cls`` (:func:`_config`), calls ``run`` (``module.function``, imported when the command
-    runs) with it and ``args``, and hands the report to ``table``.
-    """
-    keys, kw = {}, inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("ctx", kw, annotation=typer.Context)]
-    for option, key, annotation, default in _options(cls):
-        keys[option] = key
-        params.append(inspect.Parameter(option, kw, annotation=annotation, default=default))
-    params += [inspect.Parameter("config", kw, annotation=ConfigOpt, default=None),
-               inspect.Parameter("sets", kw, annotation=SetOpt, default=None)]  # fmt: skip
-
-    def command(ctx: typer.Context, **_: Any) -> None:
-        cfg = _config(ctx, cls, section, keys)
-        module, _, function = run.rpartition(".")
-        report = getattr(importlib.import_module(module), function)(cfg, *args)
-        if report:  # empty on the other processes of a multi-process (torchrun) run
-            table(cfg.out, report)
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = doc
-    app.command(name)(command)
-
-
-def _config(ctx: typer.Context, cls: type, section: str, keys: dict[str, str]):
-    """The command's config: the --config file, then its --set items, then every option given on the command line.
-
-    ``keys`` maps each option to its config key (``repair_tags`` -> ``data.repair_tags``); options not
-    given set nothing; Paths become strings. A bad value's error names the flag that gave it
-    (``--epochs``), a bad --set item its key.
-    """
-    from nerdistil import config as cfgmod
-
-    over, flags = {}, {}
-    for param in ctx.command.params:
-        name = param.name or ""
-        if name not in keys or getattr(ctx.get_parameter_source(name), "name", "") != "COMMANDLINE":
-            continue
-        value, key = ctx.params[name], keys[name]
-        over[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) else (
-            str(value) if isinstance(value, Path) else value)  # fmt: skip
-        flags[key] = (param.secondary_opts if value is False and param.secondary_opts else param.opts)[0]
-    config, sets = ctx.params.get("config"), ctx.params.get("sets") or ()
-    return cfgmod.load(cls, config, section, over, sets, flags)
 
 
 @data_app.command("wnut16")
@@ -146,13 +75,14 @@ def data_augment(
     show.augment(out_file, *run_augment(train_file, out_file, copies, seed, p_mention, p_word, conll))
 
 
-_config_command("teach", TeachConfig, "teach", "Train (or load) a Flair BiLSTM-CRF teacher, or an ensemble, and "
+config_command(app, "teach", TeachConfig, "teach", "Train (or load) a Flair BiLSTM-CRF teacher, or an ensemble, and "
                 "write its CRF-posterior soft labels.", "nerdistil.teacher.teach.run_teach", show.teach)  # fmt: skip
-_config_command("distil", StudentConfig, "distil", "Distil the teacher's soft labels into a transformer student "
+config_command(app, "distil", StudentConfig, "distil", "Distil the teacher's soft labels into a transformer student "
                 "(CE_w on gold + T^2 KL to the teacher).", "nerdistil.student.distil.run_student", show.student,
                 True)  # fmt: skip
-_config_command("finetune", StudentConfig, "finetune", "Fine-tune the same transformer student on gold tags only: the "
-                "baseline for distillation.", "nerdistil.student.distil.run_student", show.student, False)  # fmt: skip
+config_command(app, "finetune", StudentConfig, "finetune", "Fine-tune the same transformer student on gold tags "
+               "only: the baseline for distillation.", "nerdistil.student.distil.run_student", show.student,
+               False)  # fmt: skip
 
 
 @app.command()
@@ -199,7 +129,7 @@ def export_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:  # fmt: skip
     """Export a student as one ONNX graph with nerdistil's valid-BIO decoder inside, behind a quality gate."""
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     meta = run_export(student, out, quantize, corpus, max_f1_drop, overwrite, bootstrap, fuse=fuse,
                       agreement_corpus=agreement_corpus, agreement_pretokenized=agreement_pretokenized,
@@ -211,9 +141,8 @@ def export_cmd(
 def predict(
     model: Annotated[Path, Argument(help=f"An export folder (`nerdistil export`), a student folder or a teacher: "
         f"{ANY_TEACHER}.")],
-    input_file: Annotated[Path, Option("--input", help="Raw tweets, one a line (or CoNLL words).")],
-    output: Annotated[OPath, Option(help="Where to write (default: stdout); written as OUT.partial, then "
-        "renamed.")] = None,
+    input_file: Annotated[Path, Option("--input", help="Raw tweets, one a line (or CoNLL words); - reads stdin.")],
+    output: Annotated[OPath, Option(help="A new file (default or -: stdout), written whole or not at all.")] = None,
     fmt: Annotated[str, Option("--format", help="jsonl (one JSON object a line, in input order) or conll.")] = "jsonl",
     input_format: Annotated[str, Option(help="tweets (one raw tweet a line) or conll (one word a line, tag column "
         "ignored).")] = "tweets",
@@ -222,12 +151,15 @@ def predict(
     threads: Annotated[OInt, Option(help="ONNX Runtime threads (default: all cores).")] = None,
     trust_teacher: TrustOpt = False,
     device: DeviceOpt = "auto",
+    overwrite: Annotated[bool, Option("--overwrite", help="Replace an existing --output file.")] = False,
+    int8_batching: Annotated[bool, Option("--int8-batching", help="Let an int8 export batch windows: faster, but a "
+        "tweet's tags may then depend on the tweets beside it (default: each window alone).")] = False,
 ) -> None:  # fmt: skip
     """Tag raw tweets: words, valid-BIO tags, confidences and entities with character offsets, streamed."""
     from nerdistil.predict import run_predict
 
     stats = run_predict(model, input_file, output, fmt, input_format, batch_size, buffer, trust_teacher, threads,
-                        device)  # fmt: skip
+                        device, overwrite, int8_batching)  # fmt: skip
     show.predict(output, stats)
 
 
@@ -305,10 +237,15 @@ def preprocess(
     show.preprocess(input_file, output_file, stats)
 
 
-_config_command("lm-distil", LMConfig, "lm_distil", "Distil a masked LM into a smaller one: T^2 KL, MLM, MSE and "
+config_command(app, "lm-distil", LMConfig, "lm_distil", "Distil a masked LM into a smaller one: T^2 KL, MLM, MSE and "
                 "cosine losses (DistilBERT's recipe).", "nerdistil.lm.train.run_lm", show.lm, True)  # fmt: skip
-_config_command("lm-finetune", LMConfig, "lm_finetune", "Adapt a masked LM to tweets with the MLM loss alone (the same "
-                "loop as lm-distil, no teacher).", "nerdistil.lm.train.run_lm", show.lm, False)  # fmt: skip
+config_command(app, "lm-finetune", LMConfig, "lm_finetune", "Adapt a masked LM to tweets with the MLM loss alone "
+               "(the same loop as lm-distil, no teacher).", "nerdistil.lm.train.run_lm", show.lm, False)  # fmt: skip
+
+
+config_command(app, "serve", ServeConfig, "serve", "Serve an export folder over HTTP: POST /v1/tag with dynamic "
+               "batching across requests, /healthz, /readyz, /metrics, /v1/model, /openapi.json; torch-free.",
+               "nerdistil.deploy.serve.run_serve", lambda *_: None)  # fmt: skip
 
 
 @app.command("lm-eval")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,62 @@ from nerdistil.settings import DataConfig, LMConfig, StudentConfig, TeachConfig
 __all__ = ["DataConfig", "LMConfig", "SECTIONS", "StudentConfig", "TeachConfig", "load", "parse_sets"]
 
 T = TypeVar("T")
-SECTIONS = {"run", "teach", "finetune", "distil", "export", "bench", "lm_finetune", "lm_distil", "lm_eval"}
+SECTIONS = {"run", "teach", "finetune", "distil", "export", "bench", "lm_finetune", "lm_distil", "lm_eval", "serve"}
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's number rules: ``1e-3`` is a float, ``010`` is 10, ``12:30`` a string.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1e-3`` stays a string), a leading 0 means octal
+    and colons make base-60 numbers; users write configs by 1.2's (and JSON's) rules.
+    """
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                   list("-+0123456789"))  # fmt: skip
+Yaml12Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                       r"|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))  # fmt: skip
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    body = text.lstrip("+-")
+    sign = -1 if text.startswith("-") else 1
+    if body[:2] in ("0o", "0x"):
+        return sign * int(body[2:], 8 if body[1] == "o" else 16)
+    return sign * int(body, 10)  # 010 is ten
+
+
+Yaml12Loader.add_constructor(_INT, _yaml12_int)
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """YAML ``text`` under 1.2's number rules; a malformed or out-of-range value is a one-line error naming ``what``."""
+    try:
+        return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{what}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
+    except ValueError as e:  # a number Python will not convert (over 4,300 digits)
+        raise UserError(f"{what}: {str(e).splitlines()[0]}") from None
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` for an error message: cut to ``limit`` characters, so a huge value cannot flood the terminal."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut like ``shown``."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text):,} characters)"
 
 
 def _is(kind: type, value: Any) -> bool:
@@ -60,9 +116,10 @@ def _type_name(hint: Any) -> str:
 
 # Ranges of numeric settings, by field name, checked where they enter (config file and flags alike).
 _AT_LEAST_1 = {"epochs", "batch_size", "ensemble", "hidden_size", "label_chunk", "label_batch_size", "grad_accum",
-               "max_length", "student_layers"}  # fmt: skip
-_AT_LEAST_0 = {"patience", "checkpoint_every", "prune_heads", "augment_copies"}
-_POSITIVE = {"temperature", "lr", "learning_rate", "fine_tune_lr", "adam_eps"}
+               "max_length", "student_layers", "max_batch_size", "max_queue", "max_body_bytes", "max_texts",
+               "max_chars", "workers", "threads", "port"}  # fmt: skip
+_AT_LEAST_0 = {"patience", "checkpoint_every", "prune_heads", "augment_copies", "max_wait_ms"}
+_POSITIVE = {"temperature", "lr", "learning_rate", "fine_tune_lr", "adam_eps", "drain_s"}
 _NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse", "alpha_cos", "class_weight_power",
                  "max_grad_norm"}  # fmt: skip
 _UNIT = {"warmup": (0, 1, "[0, 1)"), "word_dropout": (0, 1, "[0, 1)"), "locked_dropout": (0, 1, "[0, 1)"),
@@ -83,7 +140,7 @@ def _range_error(cls: type, name: str, value: Any) -> str | None:
         if cls.__name__ == "TeachConfig" and name == "soft_labels":
             choices = ("posterior", "flair", "hard")
         if choices and value not in choices:
-            return f"must be one of {', '.join(choices)}, got {value!r}"
+            return f"must be one of {', '.join(choices)}, got {_short(value)}"
         return None
     if name in _AT_LEAST_1 and value < 1:
         return f"must be at least 1, got {value}"
@@ -122,12 +179,12 @@ def _build(cls: type[T], values: dict[str, Any], source: str, flags: Mapping[str
         sub = names[key].default_factory  # type: ignore[misc]
         if dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
-                raise UserError(f"{shown} must be a mapping of keys to values, got {value!r}", where)
+                raise UserError(f"{shown} must be a mapping of keys to values, got {_short(value)}", where)
             kwargs[key] = _build(sub, value, source, flags, dotted + ".")  # type: ignore[arg-type]
             continue
         ok, value = _typed(hints[key], value)
         if not ok:
-            raise UserError(f"{shown} must be {_type_name(hints[key])}, got {value!r}", where)
+            raise UserError(f"{shown} must be {_type_name(hints[key])}, got {_short(value)}", where)
         why = None if value is None else _range_error(cls, key, value)
         if why:
             raise UserError(f"{shown} {why}", where)
@@ -148,13 +205,7 @@ def load(cls: type[T], path: str | Path | None, section: str, overrides: dict[st
         p = Path(path)
         if not p.is_file():
             raise UserError("no such config file", p)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise UserError(
-                f"not valid YAML ({getattr(e, 'problem', e)})", p, None if line is None else line + 1
-            ) from None
+        loaded = load_yaml(p.read_text(), str(p)) or {}
         if not isinstance(loaded, dict):
             raise UserError("a config file must be a mapping of keys to values", p)
         if section in loaded:
@@ -210,10 +261,7 @@ def parse_sets(cls: type, section: str, items: Sequence[str], shown: dict[str, s
                 where = f"{section}.{'.'.join(parts[:i])}" if i else section
                 raise UserError(f"--set {name}: unknown key {part!r} in {where}; valid keys: {sorted(fields)}")
             kind = fields[part].default_factory
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"--set {name}: {text!r} is not a YAML value ({getattr(e, 'problem', e)})") from None
+        value = load_yaml(text, f"--set {name}={clip(text)}")
         key = ".".join(parts)
         out[key] = value
         if shown is not None:

@@ -4,8 +4,9 @@ The config has a top-level ``run`` section (output root, corpus) and one section
 (``teach``, ``finetune``, ``distil``) with the same keys as those commands' configs, plus ``export``
 (the distilled student as the shipped ONNX folder, ``nerdistil export``) and ``bench`` (teacher, both
 students and the export timed end to end on the test tweets, ``nerdistil bench-latency``). A stage
-whose folder already holds a finished run (``report.json``) is reused unless ``--overwrite``,
-so an interrupted pipeline restarts where it stopped.
+whose folder already holds a finished run (``report.json``) is reused when its config and inputs are the
+ones that made it (``nerdistil.stages``), so an interrupted pipeline restarts where it stopped; a stage
+whose config changed is redone, and every stage after it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from nerdistil import config as cfgmod
 from nerdistil.errors import UserError
 from nerdistil.runio import protected, versions, write_json
+from nerdistil.stages import Records, record
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] 
     """
     by_section = _route_sets(sets)
     run = cfgmod.load(RunConfig, path, "run", sets=by_section.get("run", ()))
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = cfgmod.load_yaml(Path(path).read_text(), str(path)) or {}
     unknown = set(raw) - cfgmod.SECTIONS
     if unknown:
         raise UserError(f"unknown section(s) {sorted(unknown)}; use {sorted(cfgmod.SECTIONS)}", path)
@@ -95,16 +95,26 @@ def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] 
     t0 = time.perf_counter()
 
     ran: list[str] = []  # stages redone in this call: every later stage is redone too (its inputs changed)
+    records = Records(out)
+    splits = [corpus / f"{s}.txt" for s in ("train", "dev", "test")]
 
-    def stage(name: str, fn, cfg) -> dict:
-        report_file = Path(cfg.out) / "report.json"
-        if report_file.is_file() and not overwrite and not ran:
-            log.info("%s: reusing the finished run in %s (pass --overwrite to redo it)", name, cfg.out)
+    def stage(name: str, fn, cfg, after: Sequence[str] = (), files: Sequence[Path] = ()) -> dict:
+        """Run stage ``name`` or reuse its folder; ``after``: the stages whose results it reads, ``files``: others."""
+        folder = Path(cfg.out)
+        report_file = folder / "report.json"
+        now = record(cfg, [*splits, *files, *(out / a / "report.json" for a in after)])
+        changes = records.changes(name, now, folder) if report_file.is_file() else None
+        if report_file.is_file() and not overwrite and not ran and changes is not None and not changes:
+            log.info("%s: reusing the finished run in %s (same config and inputs; --overwrite redoes it)", name, folder)
             return json.loads(report_file.read_text())
-        why = f" (redone: {ran[-1]} before it was redone)" if ran and report_file.is_file() and not overwrite else ""
-        log.info("%s: writing %s%s", name, cfg.out, why)
+        why = (" (redone: --overwrite)" if overwrite else f" (redone: {ran[-1]} before it was redone)" if ran
+               else f" (redone: changed since the finished run: {'; '.join(changes)})" if changes
+               else " (redone: no record of what made the finished run)" if report_file.is_file() else "")  # fmt: skip
+        log.info("%s: writing %s%s", name, folder, why if report_file.is_file() else "")
         ran.append(name)
-        return fn(replace(cfg, overwrite=True))
+        report = fn(replace(cfg, overwrite=True))
+        records.save(name, now)
+        return report
 
     rows: list[dict] = []
     extra: dict = {}
@@ -140,10 +150,7 @@ def _route_sets(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _yaml_value(name: str, text: str):
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"--set {name}: {text!r} is not a YAML value ({getattr(e, 'problem', e)})") from None
+    return cfgmod.load_yaml(text, f"--set {name}={cfgmod.clip(text)}")
 
 
 def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
@@ -170,8 +177,8 @@ def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
     for name in ("finetune", "distil"):
         over = {"soft_labels": str(out / "teacher"), "out": str(out / name)}
         student_cfgs[name] = cfgmod.load(cfgmod.StudentConfig, path, name, over, sets.get(name, ()))
-    teacher = stage("teach", run_teach, teach_cfg)
-    students = {name: stage(name, lambda c, d=(name == "distil"): run_student(c, d), cfg)
+    teacher = stage("teach", run_teach, teach_cfg, files=[Path(teach_cfg.unlabeled)] if teach_cfg.unlabeled else [])
+    students = {name: stage(name, lambda c, d=(name == "distil"): run_student(c, d), cfg, ["teacher"])
                 for name, cfg in student_cfgs.items()}  # fmt: skip
     kind = teacher.get("teacher", {}).get("kind")
     name = f"teacher ({kind})" if kind else "teacher"
@@ -180,7 +187,7 @@ def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
     result: dict = {"rows": rows}
     export_dir = out / "export"
     if do_export:
-        from nerdistil.student.export import run_export
+        from nerdistil.deploy.export import run_export
 
         def export(staged: _Staged) -> dict:
             cfg: ExportStage = staged.cfg  # type: ignore[assignment]
@@ -188,7 +195,7 @@ def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
                               min_agreement=cfg.min_agreement, overwrite=True)  # fmt: skip
 
         t = time.perf_counter()
-        meta = stage("export", export, _Staged(export_cfg, export_dir))
+        meta = stage("export", export, _Staged(export_cfg, export_dir), ["distil"])
         gate = meta.get("gate", {})
         result["export"] = {"folder": str(export_dir), "chosen": gate.get("chosen"), "decision": gate.get("decision"),
                             "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
@@ -199,7 +206,7 @@ def _ner_stages(path, raw: dict, out: Path, corpus: Path, stage, run: RunConfig,
             models.append(("shipped export", export_dir))
         t = time.perf_counter()
         bench = stage("bench", lambda c: _bench(c, models, corpus, out / "bench", sizes),
-                      _Staged(bench_cfg, out / "bench"))  # fmt: skip
+                      _Staged(bench_cfg, out / "bench"), [p.name for _, p in models])  # fmt: skip
         result["bench_seconds"] = round(time.perf_counter() - t, 1)
         result["final"] = final_table(bench, teacher, students, models, sizes)
     return result

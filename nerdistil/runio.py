@@ -16,11 +16,13 @@ import math
 import os
 import platform
 import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -29,6 +31,7 @@ from nerdistil.errors import UserError
 log = logging.getLogger(__name__)
 PACKAGES = ("nerdistil", "torch", "flair", "transformers", "datasets", "seqeval", "scikit-learn", "accelerate")
 MANIFEST = ".nerdistil-run.json"  # written last into every finished run folder: what nerdistil put there
+STREAM = "-"  # --input - / --output -: stdin / stdout, streamed (no temporary file, no rename)
 
 
 def _entries(folder: Path) -> list[str]:
@@ -131,6 +134,77 @@ def check_file_out(path: str | Path | None, inputs: Iterable[str | Path | None] 
     _check_writable(p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise UserError("cannot write it: no write permission; choose another file", path)
+
+
+def check_plain_file_out(path: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False) -> Path:
+    """Refuse a ``--output`` file that nerdistil must not write; returns it (user-expanded, not resolved).
+
+    Never an input or anything inside an input folder (a model in use), never a symlink, FIFO, device or
+    socket (``-`` streams to stdout instead), never a missing or unwritable folder, and an existing file
+    only with ``overwrite``.
+    """
+    p = Path(path).expanduser()
+    if p.is_symlink():
+        raise UserError("is a symbolic link; nerdistil writes only plain files, never through a link: give the "
+                        "target's path, or --output - to stream to stdout", path)  # fmt: skip
+    if p.is_dir():
+        raise UserError("is a folder; give a file name to write to", path)
+    if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+        raise UserError("is not a plain file (a FIFO, device or socket); nerdistil writes only plain files: use "
+                        "--output - to stream to stdout", path)  # fmt: skip
+    resolved = p.resolve()
+    for given in inputs:
+        if given is None or str(given) in ("", STREAM):
+            continue
+        q = Path(given).expanduser().resolve()
+        if resolved == q:
+            raise UserError("is one of this command's inputs; nerdistil never overwrites an input: choose another "
+                            "file", path)  # fmt: skip
+        if q in resolved.parents:
+            raise UserError(f"is inside {given}, a folder this command reads; nerdistil never writes into it: "
+                            "choose a path outside it", path)  # fmt: skip
+    if not resolved.parent.is_dir():
+        raise UserError(f"no such folder {resolved.parent}; create it first or choose another path", path)
+    _check_writable(resolved.parent)
+    if p.exists():
+        if not overwrite:
+            raise UserError("already exists; pass --overwrite to replace it, or choose another file", path)
+        if not os.access(p, os.W_OK):
+            raise UserError("cannot write it: no write permission; choose another file", path)
+    return p
+
+
+@contextlib.contextmanager
+def file_out(path: str | Path | None, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
+             ) -> Iterator[IO[str]]:  # fmt: skip
+    """A text stream that becomes ``path`` only when the block succeeds (None or ``-``: stdout, streamed).
+
+    It writes to a temporary file of its own, unique, beside ``path`` (``.NAME.XXXX.partial``), removed
+    when the block fails and renamed over ``path`` when it succeeds: a file that exists under its name is
+    finished, and no file nerdistil did not create is ever deleted. A full disk or a folder that turns
+    read-only is a one-line error.
+    """
+    if path is None or str(path) == STREAM:
+        yield sys.stdout
+        return
+    p = check_plain_file_out(path, inputs, overwrite)
+    fd, tmp = tempfile.mkstemp(dir=p.resolve().parent, prefix=f".{p.name}.", suffix=".partial")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # the permissions of a file opened for writing, not mkstemp's 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, p)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is None or e.filename not in (None, tmp):
+            raise
+        raise UserError(f"cannot write it ({e.strerror}); nothing was written: free space or choose another "
+                        "path", path) from None  # fmt: skip
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a failed run leaves nothing that looks finished
+        raise
 
 
 @contextlib.contextmanager

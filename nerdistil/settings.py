@@ -93,6 +93,8 @@ class TeachConfig:
         "encoder's weights, layer choice, tokenizer and the corpus's sentences, so reruns, --resume and CV folds "
         "reuse them: auto ($NERDISTIL_CACHE/vectors, else ~/.cache/nerdistil/vectors), a folder, or none (compute "
         "them once a run, in memory).", "auto")  # fmt: skip
+    verbose: bool = opt("Show Flair's own log in full: per-iteration lines, the model summary (they go to each "
+                        "member's training.log either way).", False)  # fmt: skip
     label_batch_size: int | None = opt("Sentences a teacher's forward pass takes at once while labelling; default 32 "
                                        "on CPU, 256 on a GPU.")  # fmt: skip
     mixed_precision: str = opt(
@@ -191,3 +193,22 @@ class LMConfig:
     overwrite: bool = opt(OVERWRITE, False)
     resume: bool = opt(RESUME, False)
     checkpoint_every: int = opt(CHECKPOINT_EVERY, 0)
+
+
+@dataclass
+class ServeConfig:
+    """``nerdistil serve``: an export folder behind HTTP, with dynamic batching across requests."""
+
+    model: str = opt("An export folder (`nerdistil export --out`).", "runs/wnut16/export", flag="ARGUMENT", kind=Path)
+    host: str = opt("Address to listen on (0.0.0.0: every interface).", "127.0.0.1")
+    port: int = opt("Port to listen on.", 8080)
+    max_batch_size: int = opt("Texts the batcher runs at once across requests; 1 turns batching off.", 32)
+    max_wait_ms: float = opt("Longest a text waits for others to join its batch.", 5.0)
+    max_queue: int = opt("Texts waiting at most; a request that would overflow it gets 429 with Retry-After.", 1024)
+    max_body_bytes: int = opt("Largest request body (413 above it).", 1_000_000)
+    max_texts: int = opt("Most texts (or sentences) in one request (413 above it).", 256)
+    max_chars: int = opt("Longest text, or sentence's words joined, in characters (413 above it).", 10_000)
+    workers: int = opt("Server processes (each loads the model; ONNX Runtime's threads are split between them).", 1)
+    threads: int | None = opt("ONNX Runtime threads per process (default: the cores divided among the workers).")
+    drain_s: float = opt("On SIGTERM: longest wait for requests in flight before exiting.", 30.0)
+    out: str = ""  # unused: the server writes nothing

@@ -119,7 +119,7 @@ def export(student: Path, out: Path, meta: dict) -> None:
 
 def predict(output: Path | None, stats: dict) -> None:
     """``predict``: throughput, when the tags went to a file (stdout holds the tags otherwise)."""
-    if output is not None:
+    if output is not None and str(output) != "-":
         console.print(f"predict: {stats['lines']} lines, {stats['words']} words in {stats['seconds']:.1f} s "
                       f"({stats['lines_per_s'] or 0:.0f} lines/s, {stats['model_kind']}) -> {output}")  # fmt: skip
 

@@ -170,12 +170,14 @@ def _stored(folder, split: str) -> tuple[list[list[str]], list[list[str]]]:
 
 def test_an_ensemble_teach_folder_predicts_its_stored_dev_and_test_tags(ensemble_teach, corpus_dir):
     """evaluate's predictor over a teach folder: every member, one encoder, the mean posteriors decoded, as teach."""
-    from nerdistil.evaluate import load_predictor, run_evaluate
+    from nerdistil.deploy.loader import load_tagger
+    from nerdistil.evaluate import run_evaluate
     from nerdistil.teacher.flair.model import FlairTeacher
 
     report = json.loads((ensemble_teach / "report.json").read_text())
     assert [m["file"] for m in report["members"]] == ["teacher.pt", "teacher_2.pt", "teacher_3.pt"]
-    fn, kind, params, labels = load_predictor(ensemble_teach)  # recorded by teach: no --trust-teacher
+    tagger = load_tagger(ensemble_teach)  # recorded by teach: no --trust-teacher
+    fn, kind, params, labels = tagger.predict, tagger.kind, tagger.params, tagger.labels
     assert kind == "ensemble of 3 flair" and labels == report["labels"]
     members = [FlairTeacher.load(str(ensemble_teach / m["file"])) for m in report["members"]]
     for split in ("dev", "test"):

@@ -1,6 +1,8 @@
 """Options -> config: the one generic flag path, spaCy-style --set overrides, and the order file < --set < flag."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,12 +73,33 @@ def test_order_is_file_then_set_then_flag(tmp_path):
     ("data..x=3", "--set data..x: no key there"),
     ("epochs=abc", "--set epochs must be a whole number, got 'abc'"),
     ("distil.alpha_kd=-1", "--set distil.alpha_kd must be 0 or more"),
-    ("lr=[1", "--set lr: '[1' is not a YAML value"),
+    ("lr=[1", "--set lr='[1': not valid YAML"),
+    ("seed=" + "9" * 5000, "Exceeds the limit"),  # a 5,000-digit number: one line, not a traceback
+    ("epochs=" + "x" * 100_000, "--set epochs must be a whole number, got 'xxxx"),  # 100,000 characters: cut short
 ])  # fmt: skip
 def test_bad_set_items_name_the_key(item, needle):
     with pytest.raises(UserError) as e:
         cfgmod.load(cfgmod.StudentConfig, None, "distil", {}, [item])
-    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert needle in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 1500
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("lr=1e-3", 1e-3), ("lr=1E-3", 1e-3), ("lr=.5", 0.5), ("lr=5.", 5.0), ("lr=2e+1", 20.0),
+    ("seed=010", 10), ("seed=0o10", 8), ("seed=0x10", 16), ("seed=+7", 7),
+    ("student=12:30", "12:30"), ("student=1_000", "1_000"), ("student=0b11", "0b11"),
+])  # fmt: skip
+def test_set_values_follow_yaml_1_2_number_rules(text, value):
+    """YAML 1.1 (PyYAML's default) read 1e-3 as a string, 010 as 8 and 12:30 as 750; 1.2 (and JSON) do not."""
+    cfg = cfgmod.load(cfgmod.StudentConfig, None, "distil", {}, [text])
+    got = getattr(cfg, text.split("=")[0])
+    assert got == value and type(got) is type(value)
+
+
+def test_config_files_follow_yaml_1_2_number_rules(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("distil:\n  lr: 1e-3\n  seed: 010\n")
+    cfg = cfgmod.load(cfgmod.StudentConfig, cfg_file, "distil")
+    assert (cfg.lr, cfg.seed) == (1e-3, 10)
 
 
 def test_flags_fill_the_config_through_one_path(cli, captured, corpus_dir, tmp_path):
@@ -247,3 +270,59 @@ def test_run_checks_every_section_before_the_first_stage(cli, monkeypatch, corpu
         code, _, err = cli("run", cfg_file, "--set", item)
         assert needle in one_line_error(code, err), item
     assert called == []  # no stage started: the typo of a later stage is found first
+
+
+def test_run_reuses_a_stage_only_when_its_config_and_inputs_are_unchanged(cli, monkeypatch, corpus_dir, tmp_path,
+                                                                          caplog):  # fmt: skip
+    """After one run, a changed key redoes its stage and every later one, never an earlier one; same config reuses."""
+    import shutil
+
+    import nerdistil.student.distil
+    import nerdistil.teacher.teach
+
+    called: list[str] = []
+
+    def fake(name):
+        def run(cfg, *_):
+            called.append(name)
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            report = {"params": 1, "train_seconds": 0.0, "scores": {"dev": {"f1": 0.5}}, "epochs": cfg.epochs}
+            (Path(cfg.out) / "report.json").write_text(json.dumps(report))
+            return report
+
+        return run
+
+    monkeypatch.setattr(nerdistil.teacher.teach, "run_teach", fake("teach"))
+    monkeypatch.setattr(
+        nerdistil.student.distil, "run_student", lambda cfg, d: fake("distil" if d else "finetune")(cfg)
+    )
+    corpus = Path(shutil.copytree(corpus_dir, tmp_path / "corpus"))
+    cfg_file = tmp_path / "p.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run": {"corpus": str(corpus), "out": str(tmp_path / "r"), "wnut16": False},
+                                        "teach": {"epochs": 4}, "finetune": {"epochs": 3},
+                                        "distil": {"epochs": 3}}))  # fmt: skip
+
+    def run(*sets: str) -> tuple[list[str], str]:
+        called.clear()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="nerdistil"):
+            code, _, err = cli("run", cfg_file, *[a for s in sets for a in ("--set", s)])
+        assert code == 0, err
+        return list(called), caplog.text
+
+    assert run()[0] == ["teach", "finetune", "distil"]
+    assert run()[0] == []  # nothing changed: every stage reused
+    done, err = run("distil.epochs=2")
+    assert done == ["distil"] and "epochs: 3 -> 2" in err
+    assert json.loads((tmp_path / "r" / "distil" / "report.json").read_text())["epochs"] == 2
+    assert run("distil.epochs=2")[0] == []  # the new finished run is what this config makes
+    done, err = run("distil.epochs=2", "teach.temperature=2")
+    assert done == ["teach", "finetune", "distil"] and "temperature: 1.0 -> 2" in err
+    with open(corpus / "train.txt", "a") as f:  # the corpus changed under the finished stages
+        f.write("\nNew\tB-person\n")
+    done, err = run("distil.epochs=2", "teach.temperature=2")
+    assert done == ["teach", "finetune", "distil"] and "its inputs changed" in err
+    cfg = yaml.safe_load(cfg_file.read_text())  # an edited config file counts like a --set
+    cfg["finetune"]["epochs"] = 5
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    assert run("distil.epochs=2", "teach.temperature=2")[0] == ["finetune", "distil"]

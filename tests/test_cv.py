@@ -95,7 +95,7 @@ def test_pooled_scores_and_comparisons(setup):
         assert m["pooled_f1"] == pytest.approx(f1_score(pooled_gold, pooled), abs=1e-12)
         for f in res["folds"]:
             assert m["fold_f1"][f] == pytest.approx(f1_score(gold[f], by_fold[f]), abs=1e-12)
-            # the tags pooled are those the run scored itself: teacher soft labels, student through load_predictor
+            # the tags pooled are those the run scored itself: teacher soft labels, student through load_tagger
             assert m["fold_f1"][f] == pytest.approx(m["report_test_f1"][f], abs=1e-9)
         assert m["mean_f1"] == pytest.approx(np.mean(list(m["fold_f1"].values())))
     kinds = sorted(p["kind"] for p in res["pairs"])

@@ -41,18 +41,17 @@ def test_export_folder_is_self_contained(exported, tiny_distilled):
 
 
 def test_exported_tags_equal_the_pytorch_student(exported, tiny_distilled, tmp_path):
-    from nerdistil.evaluate import load_predictor
-    from nerdistil.runtime import Tagger
+    from nerdistil.deploy.loader import load_tagger
+    from nerdistil.deploy.runtime import Tagger
 
     fp32 = tmp_path / "fp32"
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     run_export(tiny_distilled, fp32, "none", CORPUS / "dev.txt", draws=50)
     words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
     long = [w for s in words for w in s] * 4  # longer than the tiny model's 64 positions: word windows
     words.append(long)
-    fn, _, _, labels = load_predictor(tiny_distilled)
-    ref = fn(words)
+    ref = load_tagger(tiny_distilled).predict(words)
     tagger = Tagger.load(fp32)
     got = tagger.tag_words(words, batch_size=3)
     assert [r["tags"] for r in got] == ref
@@ -66,7 +65,7 @@ def test_fused_export_is_recorded_and_no_fuse_keeps_standard_ops(exported, tiny_
     tags exactly as PyTorch; ``fuse=False`` keeps every node a standard ai.onnx op, for other ONNX runtimes."""
     import onnx
 
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     def domains(folder: Path) -> set[str]:
         return {n.domain or "ai.onnx" for n in onnx.load(str(folder / "model.onnx")).graph.node}
@@ -84,7 +83,7 @@ def test_architecture_without_fusions_exports_plain(tiny_distilled, tmp_path):
     import torch
     from transformers import AutoTokenizer, RoFormerConfig, RoFormerForTokenClassification
 
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     tok = AutoTokenizer.from_pretrained(tiny_distilled)
     id2label = json.loads((tiny_distilled / "config.json").read_text())["id2label"]
@@ -101,7 +100,7 @@ def test_architecture_without_fusions_exports_plain(tiny_distilled, tmp_path):
 
 
 def test_tag_raw_tweets_offsets_slice_the_text(exported):
-    from nerdistil.runtime import Tagger
+    from nerdistil.deploy.runtime import Tagger
 
     tweets = ["Obama visits London today", "", "@john loves #Apple & Google 😀\u200d😀 http://t.co/x", "New York !!"]
     out = Tagger.load(exported).tag(tweets)
@@ -133,7 +132,7 @@ def test_int8_refused_by_agreement_with_fp32(tiny_distilled, tmp_path, cli, capl
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     model = AutoModelForTokenClassification.from_pretrained(tiny_distilled)
     tok = AutoTokenizer.from_pretrained(tiny_distilled)
@@ -178,11 +177,12 @@ def test_int8_refused_by_a_dev_loss(tiny_distilled, tmp_path, cli, monkeypatch):
     from transformers import AutoTokenizer
 
     from nerdistil.data.conll import Sentence, write_conll
-    from nerdistil.evaluate import load_predictor
-    from nerdistil.student import export
+    from nerdistil.deploy import export
+    from nerdistil.deploy.loader import load_tagger
 
     student = _student_with_bias(tiny_distilled, tmp_path / "student", "B-", 100.0)  # every word B-X
-    fn, _, _, labels = load_predictor(student)
+    tagger = load_tagger(student)
+    fn, labels = tagger.predict, tagger.labels
     tokenizer = AutoTokenizer.from_pretrained(student)
     assert tokenizer("☃", add_special_tokens=False)["input_ids"] == [tokenizer.unk_token_id]
     sents = [["☃", *s.tokens] for s in read_conll(CORPUS / "dev.txt")]
@@ -232,7 +232,7 @@ def test_int8_refused_by_a_dev_loss(tiny_distilled, tmp_path, cli, monkeypatch):
 def test_no_fp32_entities_means_no_evidence(tiny_distilled, tmp_path, cli):
     """When the fp32 graph finds no entity on the agreement set, agreement is undefined: recorded as null, never
     counted a pass, and int8 is refused for want of evidence."""
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
 
     student = _student_with_bias(tiny_distilled, tmp_path / "student", "O", 100.0)  # every word O
     agree = tmp_path / "raw.txt"  # raw tweets, tokenized by nerdistil's tweet tokenizer
@@ -295,9 +295,9 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
     from transformers import RobertaConfig, RobertaForTokenClassification, RobertaTokenizerFast
 
     from nerdistil.data.conll import bio_labels, entity_types
-    from nerdistil.evaluate import load_predictor
-    from nerdistil.runtime import Tagger
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
+    from nerdistil.deploy.loader import load_tagger
+    from nerdistil.deploy.runtime import Tagger
 
     sents = [s for f in ("train", "dev", "test") for s in read_conll(CORPUS / f"{f}.txt")]
     tok = ByteLevelBPETokenizer()
@@ -318,7 +318,7 @@ def test_byte_level_student_exports_with_identical_tags(tmp_path):
     RobertaForTokenClassification(cfg).save_pretrained(folder)
     run_export(folder, tmp_path / "e", "none", CORPUS / "dev.txt", draws=20)
     words = [s.tokens for s in sents] + [[w for s in sents[:6] for w in s.tokens]]  # the last one needs windows
-    fn, _, _, _ = load_predictor(folder)
+    fn = load_tagger(folder).predict
     assert [r["tags"] for r in Tagger.load(tmp_path / "e").tag_words(words)] == fn(words)
 
 
@@ -329,7 +329,8 @@ def test_int8_quantizes_weights_only(tiny_distilled, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from nerdistil.student.export import export_encoder, quantize_encoder
+    from nerdistil.deploy.export import export_encoder
+    from nerdistil.deploy.quantize import quantize_encoder
 
     for fuse in (False, True):
         encoder = export_encoder(tiny_distilled, tmp_path / f"work{fuse}", fuse)
@@ -380,8 +381,8 @@ def test_predict_with_an_export_never_imports_torch(exported, tmp_path):
 def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
     """Batches hold one subword length each, so no tweet is padded: an int8 graph's dynamic activation scales never
     see padding, and a tweet tags the same alone or beside tweets of other lengths."""
-    from nerdistil.runtime import Tagger
-    from nerdistil.student.export import run_export
+    from nerdistil.deploy.export import run_export
+    from nerdistil.deploy.runtime import Tagger
 
     meta = run_export(tiny_distilled, tmp_path / "int8", "int8", CORPUS / "dev.txt", max_f1_drop=1.0, draws=10,
                       min_agreement=0.0)  # fmt: skip

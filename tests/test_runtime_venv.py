@@ -140,7 +140,7 @@ def _same(got: list[dict], ref: list[dict], keys: tuple[str, ...]) -> None:
 
 
 def test_runtime_venv_tags_like_the_full_environment(child, exported):
-    from nerdistil.runtime import Tagger
+    from nerdistil.deploy.runtime import Tagger
 
     tagger = Tagger.load(exported)
     assert child["max_length"] == tagger.max_length
@@ -159,3 +159,46 @@ def test_runtime_venv_tags_like_the_full_environment(child, exported):
     assert "http://t.co/AbC123?x=1&y=2" in child["tag"][4]["words"]
     assert "@barackobama" in child["tag"][5]["words"]
     assert sum(len(r["entities"]) for r in child["tag"]) > 0, "the tiny student found no entity at all"
+
+
+SERVE_DEPS = ("starlette", "uvicorn", "prometheus_client", "typer", "rich", "pyyaml")
+
+
+def test_runtime_venv_serves_over_http(child, exported, tmp_path):
+    """The serving install: the runtime's packages plus the server's, no torch; `nerdistil serve` tags over HTTP."""
+    import socket
+    import urllib.request
+
+    python = child["venv"] / "bin" / "python"
+    constraints = child["venv"] / "constraints.txt"
+    cmd = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "-c", str(constraints),
+           *(f"{name}=={md.version(name)}" for name in SERVE_DEPS)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_clean_env())
+    assert r.returncode == 0, f"could not install the server's packages:\n{(r.stdout + r.stderr)[-3000:]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen([str(python), "-s", "-m", "nerdistil", "serve", str(exported), "--port", str(port),
+                               "--threads", "1"], stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=tmp_path,
+                              env=_clean_env(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert server.poll() is None, f"the server died in the torch-free venv:\n{log.read_text()[-5000:]}"
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        req = urllib.request.Request(url + "/v1/tag", data=json.dumps({"texts": TWEETS[:1]}).encode(),
+                                     headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            got = json.loads(resp.read())["results"]
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
+    from nerdistil.deploy.runtime import Tagger
+
+    _same(got, Tagger.load(exported).tag(TWEETS[:1]), ("text", "words", "tags"))

@@ -159,3 +159,23 @@ def test_every_shipped_config_loads(path):
             cfgmod.load(cls, path, section)
     if "teach" not in sections and "run" not in sections:  # a flat teach file
         cfgmod.load(cfgmod.TeachConfig, path, "teach")
+
+
+def test_first_run_log_keeps_one_line_per_epoch(tmp_path):
+    """Flair's per-iteration lines, model dump and bogus test score stay off the console; --verbose shows them."""
+    import subprocess
+    import sys
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    base = [sys.executable, "-m", "nerdistil", "teach", "--corpus", str(corpus), "--embeddings", "chars", "--epochs",
+            "2", "--set", "batch_size=4"]  # fmt: skip
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    quiet = subprocess.run([*base, "--out", str(tmp_path / "q")], capture_output=True, text=True, env=env, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    log = quiet.stdout + quiet.stderr
+    assert "EPOCH 1 done" in log and "EPOCH 2 done" in log
+    for chatter in (" - iter ", "Test data not provided", "SequenceTagger predicts", 'Model: "SequenceTagger'):
+        assert chatter not in log, chatter
+    loud = subprocess.run([*base, "--out", str(tmp_path / "v"), "--verbose"], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+    assert loud.returncode == 0 and " - iter " in loud.stdout + loud.stderr

@@ -180,7 +180,8 @@ def test_evaluate_predict_and_bench_take_a_transformer_teacher(tiny_distilled, t
                        "--json", tmp_path / "e.json")  # fmt: skip
     assert code == 0, err
     report = json.loads((tmp_path / "e.json").read_text())
-    assert report["kind"] == "transformer" and report["teacher_agreement"]["word_agreement"] == 1.0
+    # one loader (deploy.loader): a token-classifier folder is a student to evaluate, a teacher to bench-latency
+    assert report["kind"] == "student" and report["teacher_agreement"]["word_agreement"] == 1.0
     raw = tmp_path / "raw.txt"
     raw.write_text("Obama visits London today\n\n")
     code, _, err = cli("predict", tiny_distilled, "--input", raw, "--output", tmp_path / "p.jsonl")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,7 +165,7 @@ def read_conll(
             warning; without it such a tag is an error.
     """
     path = Path(path)
-    if not path.is_file():
+    if str(path) != "-" and not path.is_file():  # "-": stdin
         if path.is_dir():
             raise UserError("is a folder, not a CoNLL file; pass one of its files (e.g. test.txt)", path)
         raise UserError("no such file; check the path", path)
@@ -274,3 +274,26 @@ def write_conll(path: str | Path, sentences: Iterable[Sentence], extra: Sequence
                     cols.append(extra[i][j])
                 f.write("\t".join(cols) + "\n")
             f.write("\n")
+
+
+def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator:
+    """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
+
+    The file is read line by line, never whole, so it may be far larger than memory. Output of
+    ``nerdistil preprocess`` (one clean tweet a line) is read the same way; ``pretokenized`` lines
+    (``nerdistil data augment``) are split on whitespace, keeping their words exactly. Each sentence
+    keeps its 1-based line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such unlabeled-text file", path)
+    from nerdistil.data.tweets import tokenize
+
+    seen = 0
+    for lineno, line in iter_lines(path):  # \n, \r\n or \r; decoded a line at a time: errors point at their line
+        tokens = line.split() if pretokenized else tokenize(line)
+        if tokens:
+            seen += 1
+            yield Sentence(tokens, None, lineno)
+    if not seen:
+        raise UserError("the unlabeled-text file holds no tweets", path)

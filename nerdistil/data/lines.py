@@ -8,7 +8,9 @@ larger than memory and an invalid byte is reported at its own 1-based line.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,18 +40,20 @@ def iter_lines(path: str | Path, block_size: int = BLOCK) -> Iterator[tuple[int,
     """Stream ``(line number, line)`` from a UTF-8 file, 1-based, line ends removed.
 
     Args:
-        path: the file (the caller checks that it exists, to word its own message).
+        path: the file (the caller checks that it exists, to word its own message); ``-`` reads stdin.
         block_size: bytes read at a time; a line may span any number of blocks.
 
     Raises:
         UserError: ``path:line: invalid UTF-8 byte ...`` at the first line that does not decode.
     """
-    path = Path(path)
+    stdin = str(path) == "-"  # `--input -`: standard input, streamed the same way
+    path = Path(path) if not stdin else Path("<stdin>")
     lineno = 0
     head: list[bytes] = []  # the current line's start, from earlier blocks
-    with open(path, "rb") as f:
+    with contextlib.nullcontext(sys.stdin.buffer) if stdin else open(path, "rb") as f:
         cr = False  # the previous block ended with \r: a \n opening this block belongs to that line end
-        while block := f.read(block_size):
+        read = f.read1 if stdin else f.read  # a pipe: what has arrived, not a wait for a full block
+        while block := read(block_size):
             if cr and block[:1] == b"\n":
                 block = block[1:]
             cr = block[-1:] == b"\r"
@@ -77,27 +81,3 @@ def count_lines(path: str | Path, block_size: int = BLOCK) -> int:
             cr = block[-1:] == b"\r"
             last = block[-1:]
     return n + (last not in (b"", b"\n", b"\r"))
-
-
-def read_unlabeled(path: str | Path, pretokenized: bool = False) -> Iterator:
-    """Stream raw tweets, one a line, as tokenized sentences; blank lines are skipped (they hold no words).
-
-    The file is read line by line, never whole, so it may be far larger than memory. Output of
-    ``nerdistil preprocess`` (one clean tweet a line) is read the same way; ``pretokenized`` lines
-    (``nerdistil data augment``) are split on whitespace, keeping their words exactly. Each sentence
-    keeps its 1-based line number.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such unlabeled-text file", path)
-    from nerdistil.data.conll import Sentence
-    from nerdistil.data.tweets import tokenize
-
-    seen = 0
-    for lineno, line in iter_lines(path):  # \n, \r\n or \r; decoded a line at a time: errors point at their line
-        tokens = line.split() if pretokenized else tokenize(line)
-        if tokens:
-            seen += 1
-            yield Sentence(tokens, None, lineno)
-    if not seen:
-        raise UserError("the unlabeled-text file holds no tweets", path)

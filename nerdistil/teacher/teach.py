@@ -13,8 +13,14 @@ from pathlib import Path
 
 from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
-from nerdistil.data.conll import Sentence, bio_labels, entity_types, read_conll
-from nerdistil.data.lines import count_lines, read_unlabeled  # noqa: F401 (read_unlabeled: its old home)
+from nerdistil.data.conll import (
+    Sentence,
+    bio_labels,
+    entity_types,
+    read_conll,
+    read_unlabeled,  # noqa: F401 (read_unlabeled: its old home)
+)
+from nerdistil.data.lines import count_lines
 from nerdistil.errors import UserError
 from nerdistil.metrics import entity_report, full_report
 from nerdistil.runio import check_out, staging, versions, write_config, write_json

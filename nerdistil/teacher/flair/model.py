@@ -18,7 +18,7 @@ from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled, Teacher
-from nerdistil.teacher.flair import vectors
+from nerdistil.teacher.flair import quiet_console, vectors
 from nerdistil.teacher.flair.embeddings import (
     EmbeddingCache,
     all_static,
@@ -51,6 +51,7 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     from flair.models import SequenceTagger
     from flair.trainers import ModelTrainer
 
+    quiet_console(cfg.verbose)
     if device is not None:
         flair.device = device  # every tensor Flair makes goes there
     flair.set_seed(cfg.seed)
@@ -165,6 +166,7 @@ def load_tagger(path: str | Path):
     """Load a Flair SequenceTagger model file (a pickle: ``base.load_teacher`` checked trust first)."""
     from flair.models import SequenceTagger
 
+    quiet_console()
     path = Path(path)
     try:
         model = SequenceTagger.load(path)

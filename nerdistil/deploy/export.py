@@ -1,20 +1,21 @@
 """``nerdistil export``: a student folder in, one deployable ONNX graph with the valid-BIO decoder inside out.
 
 The student is exported by Optimum (``input_ids``, ``attention_mask`` -> ``logits``), the decoder of
-``nerdistil.student.onnx_decoder`` (word gather, log-softmax, BIO-constrained Viterbi) is joined to it with
+``nerdistil.deploy.decoder`` (word gather, log-softmax, BIO-constrained Viterbi) is joined to it with
 ``onnx.compose``, and each candidate graph (fp32, dynamic int8 with per-channel weights, int8 with per-tensor
 weights) goes through the quality gate before one is kept. An int8 graph is kept when (1) the entity spans it finds
 on a large unlabeled agreement set (5,000+ tweets) agree with the fp32 graph's at span F1 >= ``min_agreement``
 (0.99: the relative 1% criterion of Intel Neural Compressor and OpenVINO, applied to agreement, which needs no
 labels and resolves what a dev set of a few hundred tweets cannot), and (2) the 95% CI of its gold dev F1 difference
 against the PyTorch student shows no loss larger than ``max_f1_drop``. The folder is self-contained for
-``nerdistil.runtime.Tagger``: ``model.onnx``, ``tokenizer.json`` and ``nerdistil.json`` (labels, tokenizer
+``nerdistil.deploy.runtime.Tagger``: ``model.onnx``, ``tokenizer.json`` and ``nerdistil.json`` (labels, tokenizer
 settings, the source's SHA-256, the gate's measurements).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -24,15 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
-from nerdistil.errors import UserError
-from nerdistil.runtime import CONFIG, FORMAT, MODEL, Tagger
-from nerdistil.student.gate import (  # noqa: F401 (paired_bootstrap, gate_corpus: imported from here too)
+from nerdistil.deploy.gate import (  # noqa: F401 (paired_bootstrap, gate_corpus: imported from here too)
     MIN_AGREEMENT_TWEETS,
     _n_entities,
     agreement_set,
     gate_corpus,
     paired_bootstrap,
 )
+from nerdistil.deploy.quantize import quantize_encoder
+from nerdistil.deploy.runtime import (  # noqa: F401 (graph_params: imported from here too)
+    CONFIG,
+    FORMAT,
+    GRAPH_LABELS,
+    GRAPH_POSITIONS,
+    MODEL,
+    Tagger,
+    graph_params,
+)
+from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)
 QUANTIZE = ("none", "int8", "auto")
@@ -57,14 +67,6 @@ class Candidate:
     refused: str | None = None  # int8: why the gate refused it
     p50_ms_batch1: float = float("nan")
     mb: float = float("nan")
-
-
-def graph_params(folder: str | Path) -> int:
-    """Parameters of an export folder's graph (its initializers), read without loading the weights' data."""
-    import onnx
-
-    graph = onnx.load(str(Path(folder) / MODEL), load_external_data=False).graph
-    return sum(int(np.prod(i.dims)) for i in graph.initializer)
 
 
 def sha256_folder(folder: Path) -> str:
@@ -105,44 +107,35 @@ def export_encoder(student: Path, work: Path, fuse: bool = False) -> Path:
     return work / "fused" / "model_optimized.onnx"
 
 
-def quantize_encoder(encoder: Path, per_channel: bool, embeddings: bool = True) -> Path:
-    """Dynamic int8 quantization of the encoder graph: weights int8, activations quantized on the fly.
+def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int | None = None) -> None:
+    """Join the encoder and the BIO decoder into one graph: (ids, mask, word_index, word_mask) -> tags, scores.
 
-    Only what holds a weight is quantized: the MatMuls with a stored weight matrix (per output channel with
-    ``per_channel``), fused attention's projections and, with ``embeddings``, the embedding tables (Gather, one
-    scale a table: keeping them fp32 measured the same agreement with fp32 at 2.5x the file, benchmarks/RESULTS.md
-    "int8 recipes"). The attention products of two activations stay fp32: quantizing both their inputs on the fly
-    cost the most agreement with the PyTorch student. ONNX Runtime's quantizer, with the weight type of Optimum's
-    preset for this CPU (``bench.int8_kernels``: signed int8 weights for VNNI/AVX-512/ARM, unsigned for AVX2).
+    The graph's metadata records its labels and the subword positions it can take, so the runtime can
+    check a ``nerdistil.json`` against the graph it describes without onnx (``runtime.Tagger``).
     """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from nerdistil.bench import int8_kernels
-
-    scales = "per_channel" if per_channel else "per_tensor"
-    out = encoder.parent / f"int8_{scales}{'' if embeddings else '_fp32_tables'}.onnx"
-    weights = QuantType.QUInt8 if int8_kernels() == "avx2" else QuantType.QInt8
-    quantize_dynamic(encoder, out, weight_type=weights, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul", "Attention"] + (["Gather"] if embeddings else []),
-                     extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False,
-                                    "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
-    return out
-
-
-def compose(encoder: Path, labels: Sequence[str], out: Path) -> None:
-    """Join the encoder and the BIO decoder into one graph: (ids, mask, word_index, word_mask) -> tags, scores."""
     import onnx
     from onnx import compose as onnx_compose
 
-    from nerdistil.student.onnx_decoder import build_decoder
+    from nerdistil.deploy.decoder import build_decoder
 
     enc = onnx.load(str(encoder))
     opset = next(o.version for o in enc.opset_import if o.domain in ("", "ai.onnx"))
     dec = build_decoder(labels, opset=opset, ir_version=enc.ir_version)
     # the encoder's other opsets (e.g. com.microsoft after quantization) are kept; the decoder needs only ai.onnx
     merged = onnx_compose.merge_models(enc, dec, io_map=[("logits", "logits")], outputs=["tags", "scores"])
+    props = {GRAPH_LABELS: json.dumps(list(labels))}
+    if max_positions:
+        props[GRAPH_POSITIONS] = str(max_positions)
+    onnx.helper.set_model_props(merged, props)
     onnx.save(merged, str(out))
+
+
+def encoder_positions(config) -> int:
+    """Subword positions a Hugging Face encoder can embed (RoBERTa-style models keep pad_token_id + 1 of them)."""
+    positions = int(getattr(config, "max_position_embeddings", 512) or 512)
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet"):
+        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return positions
 
 
 def _refusal(c: Candidate, agreement: dict, min_agreement: float, max_f1_drop: float) -> str | None:
@@ -208,7 +201,8 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
     log.info("gate: the PyTorch student tags %d sentences of %s", len(words), name)
     ref = predict(model, tokenizer, words, labels)
     ref_f1 = entity_report(gold, ref)["f1"]
-    limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    positions = encoder_positions(model.config)
+    limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions)
     settings = {"max_length": limit, "unk_token": tokenizer.unk_token, "pad_token_id": tokenizer.pad_token_id,
                 "add_prefix_space": bool(getattr(tokenizer, "add_prefix_space", False))}  # fmt: skip
     with staging(out, overwrite, inputs=inputs) as tmp:
@@ -230,7 +224,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         for cand_name in plan:
             src = encoder if cand_name == "fp32" else quantize_encoder(encoder, cand_name == "int8")
             cand = Candidate(cand_name, f"model.{cand_name}.onnx")
-            compose(src, labels, tmp / cand.file)
+            compose(src, labels, tmp / cand.file, positions)
             shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
             tagger = Tagger(tmp)
             pred, _ = tagger.decode(words)

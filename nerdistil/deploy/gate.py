@@ -121,7 +121,7 @@ def agreement_set(student: Path, path: str | Path | None = None, pretokenized: b
 
             words, kind = [s.tokens for s in read_conll(path, tag_col=None) if s.tokens], "conll"
         else:
-            from nerdistil.data.lines import read_unlabeled
+            from nerdistil.data.conll import read_unlabeled
 
             words = [s.tokens for s in read_unlabeled(path, pretokenized)]
             kind = "pretokenized" if pretokenized else "tweets"

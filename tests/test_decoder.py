@@ -9,7 +9,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from nerdistil.student.onnx_decoder import build_decoder  # noqa: E402
+from nerdistil.deploy.decoder import build_decoder  # noqa: E402
 from nerdistil.tags import bio_transitions, bio_viterbi  # noqa: E402
 
 LABELS5 = ["O", "B-person", "I-person", "B-loc", "I-loc"]

@@ -1,0 +1,184 @@
+"""Load benchmark of `nerdistil serve`: the real server on a free port, driven over HTTP by an async client.
+
+For batching on (``--max-batch-size 32``) and off (``1``) and each concurrency (clients each sending one
+tweet a request, back to back, for ``--seconds``): tweets/s, p50/p95/p99 latency, errors and the server's
+peak RSS. Baselines measured in this process on the same tweets: ``Tagger.tag`` one tweet at a time (p50)
+and ``predict``'s path at batch 32 (tweets/s). Then an overload run (a small queue, many clients) that must
+answer 429s without crashing, keep memory bounded and serve at full speed again afterwards.
+
+    python benchmarks/serve_load.py --export runs/wnut16/export --json benchmarks/results/serve_load.json \\
+        --markdown benchmarks/results/serve_load.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """``nerdistil serve`` in a child process, ready when constructed."""
+
+    def __init__(self, export: str, *args: str) -> None:
+        import httpx
+
+        self.url = f"http://127.0.0.1:{(port := _free_port())}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "nerdistil", "serve", export, "--port", str(port), *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for _ in range(600):
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the server never became ready")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=120)
+
+
+async def _drive(url: str, tweets: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` loops of one-tweet requests for ``seconds``: latencies, statuses, tweets/s."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(k: int, http: httpx.AsyncClient) -> None:
+        i = k
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                r = await http.post("/v1/tag", json={"texts": [tweets[i % len(tweets)]]})
+                status = r.status_code
+            except httpx.HTTPError:
+                status = -1
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(time.perf_counter() - t0)
+            elif status == 429:
+                await asyncio.sleep(0.05)
+            i += clients
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(k, http) for k in range(clients)))
+    wall = time.perf_counter() - t0
+    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    return {"clients": clients, "seconds": round(wall, 2), "ok": statuses.get(200, 0),
+            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses,
+            "tweets_per_s": statuses.get(200, 0) / wall, "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
+
+
+def _baselines(export: str, tweets: list[str], threads: int | None) -> dict:
+    from nerdistil import Tagger
+
+    tagger = Tagger.load(export, threads)
+    tagger.tag(tweets[:32], 32)
+    one = []
+    for t in tweets[:300]:
+        t0 = time.perf_counter()
+        tagger.tag([t])
+        one.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    n = 0
+    for s in range(0, min(len(tweets), 2000), 512):  # predict's path: buffers sorted by length, batch 32
+        chunk = tweets[s : s + 512]
+        tagger.tag(chunk, 32)
+        n += len(chunk)
+    return {"tagger_p50_ms_batch1": float(np.percentile(np.asarray(one) * 1000, 50)),
+            "predict_tweets_per_s_batch32": n / (time.perf_counter() - t0)}  # fmt: skip
+
+
+def _tweets(path: str | None, n: int) -> list[str]:
+    if path:
+        return [ln for ln in Path(path).read_text().splitlines() if ln.strip()][:n]
+    from nerdistil.data.augment import augment
+    from nerdistil.data.conll import read_conll
+
+    gold = read_conll("data/wnut16/train.txt")
+    return [" ".join(s.tokens) for s in augment(gold, max(1, -(-n // len(gold))), 13)][:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--export", default="runs/wnut16/export")
+    ap.add_argument("--tweets", help="raw tweets, one a line (default: `data augment` of data/wnut16/train.txt)")
+    ap.add_argument("--concurrency", default="1,4,16,64,256")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--json", default="benchmarks/results/serve_load.json")
+    ap.add_argument("--markdown", default="benchmarks/results/serve_load.md")
+    args = ap.parse_args()
+    command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
+    tweets = _tweets(args.tweets, 5000)
+    base = _baselines(args.export, tweets, args.threads)
+    print(json.dumps(base), flush=True)
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    rows = []
+    for batching, size in (("on", "32"), ("off", "1")):
+        server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", "5", *threads)
+        for c in (int(x) for x in args.concurrency.split(",")):
+            row = {"batching": batching, **asyncio.run(_drive(server.url, tweets, c, args.seconds))}
+            row["server_peak_rss_mb"] = _rss_mb(server.proc.pid)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        row["exit"] = server.stop()
+    server = Server(args.export, "--max-queue", "64", "--max-batch-size", "32", *threads)  # overload, then recovery
+    before = _rss_mb(server.proc.pid, "VmRSS")
+    over = asyncio.run(_drive(server.url, tweets, 512, args.seconds))
+    over["server_rss_mb_before"], over["server_peak_rss_mb"] = before, _rss_mb(server.proc.pid)
+    after = asyncio.run(_drive(server.url, tweets, 16, args.seconds))
+    over["alive"], over["after"] = server.proc.poll() is None, after
+    over["exit"] = server.stop()
+    print(json.dumps(over), flush=True)
+    report = {"command": command, "export": args.export, "cores": os.cpu_count(), "baselines": base, "rows": rows,
+              "overload": over}  # fmt: skip
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    lines = ["```", command, "```", "",
+             f"Baselines on the same tweets: `Tagger.tag` one tweet at a time p50 {base['tagger_p50_ms_batch1']:.2f} "
+             f"ms; `predict`'s path at batch 32 {base['predict_tweets_per_s_batch32']:.0f} tweets/s.", "",
+             "| batching | clients | tweets/s | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['batching']} | {r['clients']} | {r['tweets_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_peak_rss_mb']:.0f} |" for r in rows]  # fmt: skip
+    lines += ["", f"Overload (queue 64, 512 clients, {args.seconds:.0f} s): {over['ok']} answered, "
+              f"{over['statuses'].get(429, 0)} shed with 429, other errors "
+              f"{over['errors'] - over['statuses'].get(429, 0)}; server RSS {over['server_rss_mb_before']:.0f} MB "
+              f"before, peak {over['server_peak_rss_mb']:.0f} MB; alive afterwards: {over['alive']}; then 16 clients: "
+              f"{after['tweets_per_s']:.0f} tweets/s, {after['errors']} errors, p99 {after['p99_ms']:.1f} ms; "
+              f"exit code on SIGTERM {over['exit']}."]  # fmt: skip
+    Path(args.markdown).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
