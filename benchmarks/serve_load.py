@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--tweets", help="raw tweets, one a line (default: `data augment` of data/wnut16/train.txt)")
     ap.add_argument("--concurrency", default="1,4,16,64,256")
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms with batching on")
+    ap.add_argument("--batch-sizes", default="32,1", help="the server's --max-batch-size values to compare (1: off)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     ap.add_argument("--json", default="benchmarks/results/serve_load.json")
     ap.add_argument("--markdown", default="benchmarks/results/serve_load.md")
@@ -143,8 +145,9 @@ def main() -> None:
     print(json.dumps(base), flush=True)
     threads = ["--threads", str(args.threads)] if args.threads else []
     rows = []
-    for batching, size in (("on", "32"), ("off", "1")):
-        server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", "5", *threads)
+    for size in args.batch_sizes.split(","):
+        batching = "off" if size == "1" else f"on ({size})"
+        server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", str(args.max_wait_ms), *threads)
         for c in (int(x) for x in args.concurrency.split(",")):
             row = {"batching": batching, **asyncio.run(_drive(server.url, tweets, c, args.seconds))}
             row["server_peak_rss_mb"] = _rss_mb(server.proc.pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -209,14 +210,15 @@ def file_out(path: str | Path | None, inputs: Iterable[str | Path | None] = (), 
 
 @contextlib.contextmanager
 def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main: bool = True,
-            inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:  # fmt: skip
+            inputs: Iterable[str | Path | None] = (), resumable: bool = True) -> Iterator[Path]:  # fmt: skip
     """Yield a temporary sibling folder that becomes ``out`` only when the block succeeds.
 
     An interrupted run leaves ``.NAME.partial`` behind, never a folder that looks finished;
     ``resume`` reuses it (its checkpoint) instead of starting afresh. ``out`` is checked by
     :func:`check_out` (with ``overwrite`` it may replace only a finished nerdistil run). In a
     multi-process run only the main process (``main``) creates, checks and renames anything; the
-    others just get the path.
+    others just get the path. A run that cannot resume (``resumable=False``: ``export``) removes its
+    staging folder on any failure, Ctrl-C included; a full disk is a one-line error either way.
     """
     resolved = Path(out).expanduser().resolve()
     tmp = resolved.parent / f".{resolved.name}.partial"
@@ -235,9 +237,13 @@ def staging(out: str | Path, overwrite: bool = False, resume: bool = False, main
         raise UserError(f"cannot create the output folder ({e.strerror}); choose another --out", out) from None
     try:
         yield tmp
-    except UserError:  # bad input found mid-run: leave no debris, unless it holds work worth resuming
-        if not any((tmp / keep).exists() for keep in ("checkpoint", "members", "labels")):
+    except BaseException as e:
+        worth = resumable and any((tmp / keep).exists() for keep in ("checkpoint", "members", "labels"))
+        if not worth and (isinstance(e, UserError) or not resumable):  # leave no debris
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"; the interrupted run is kept in {tmp.name}" if tmp.exists() else ""
+            raise UserError(f"the disk is full ({e.strerror}){kept}: free space and run again", out) from None
         raise
     write_json(tmp / MANIFEST, {"entries": [e for e in _entries(tmp) if e != MANIFEST]})
     if resolved.exists():

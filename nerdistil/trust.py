@@ -57,6 +57,11 @@ def check(path: str | Path, trust: bool = False) -> str:
     path = Path(path)
     if not path.is_file():
         raise UserError("no such teacher model file; check the path", path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip, or an old-style pickle
+        raise UserError("not a model file (a Flair tagger .pt file is a zip or pickle archive; this one is not): give "
+                        "a Flair .pt file, a model folder, an export folder or a hub name", path)  # fmt: skip
     digest = sha256(path)
     if trust or digest in _load():
         return digest

@@ -232,3 +232,40 @@ def test_a_decomposed_entity_is_tagged_whole(exported):
     (row,) = Tagger.load(exported).tag([text])
     assert row["words"] == ["Zu\u0308rich", "and", "Mu\u0308nchen"]
     assert all(text[e["start"] : e["end"]] == e["text"] for e in row["entities"])
+
+
+def test_a_failed_export_leaves_no_partial_folder(tiny_distilled, tmp_path, cli, monkeypatch):
+    from nerdistil.deploy import export
+
+    def full_disk(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(export, "compose", full_disk)
+    code, _, err = cli("export", tiny_distilled, "--out", tmp_path / "e", "--quantize", "none")
+    assert code == 2 and "the disk is full" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither e nor .e.partial
+
+
+def test_an_unknown_device_is_one_line(tiny_distilled, tmp_path, cli):
+    src = tmp_path / "in.txt"
+    src.write_text(TWEETS)
+    code, _, err = cli("predict", tiny_distilled, "--input", src, "--device", "tpu")
+    assert code == 2 and "--device tpu: not a device" in err and "Traceback" not in err
+
+
+def test_a_broken_bio_file_hint_names_commands_that_repair(tmp_path):
+    from nerdistil.data.conll import read_conll
+
+    bad = tmp_path / "dev.txt"
+    bad.write_text("Obama\tO\nvisits\tI-person\n\n")
+    with pytest.raises(UserError, match="fix the file, or let teach, distil, finetune or evaluate repair it"):
+        read_conll(bad)
+
+
+def test_a_text_file_as_model_is_not_called_a_flair_file(tmp_path, cli):
+    model = tmp_path / "notes.txt"
+    model.write_text("these are my notes, not a model\n")
+    src = tmp_path / "in.txt"
+    src.write_text(TWEETS)
+    code, _, err = cli("predict", model, "--input", src)
+    assert code == 2 and "not a model file" in err and "Flair file" not in err.replace("Flair .pt file", "")

@@ -373,3 +373,15 @@ def test_preprocess_never_overwrites_its_input(cli, tmp_path):
     code, _, err = cli("preprocess", tweets, tweets)
     assert "input" in one_line_error(code, err)
     assert snapshot(tmp_path) == before
+
+
+def test_training_without_a_terminal_logs_progress_inside_an_epoch(caplog):
+    """tqdm draws nothing in a log file: a heartbeat line (batches, loss, time left) keeps a long epoch visible."""
+    from nerdistil.trainer import _Heartbeat
+
+    beat = _Heartbeat(epoch=2, epochs=8, total=100, done=0, on=True, every_s=0.0)
+    with caplog.at_level("INFO", logger="nerdistil"):
+        beat.tick(40, 0.5)
+        _Heartbeat(2, 8, 100, 0, on=False, every_s=0.0).tick(50, 0.5)  # a terminal has tqdm's bar instead
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("epoch 2/8: 40/100 batches, loss 0.5000, about ")

@@ -249,9 +249,10 @@ def read_conll(
             bad = _check_sequence(sent.tags, scheme)
         if bad:
             i, problem = bad
-            hint = "; pass --repair-tags to turn it into B-" if scheme == "BIO" and "follows" in problem else ""
-            if hint:
-                hint += split_tag(sent.tags[i])[1] or ""
+            hint = ""
+            if scheme == "BIO" and "follows" in problem:  # export and predict take no --repair-tags: fix the file
+                hint = (f"; fix the file, or let teach, distil, finetune or evaluate repair it (--repair-tags turns "
+                        f"it into B-{split_tag(sent.tags[i])[1] or ''})")  # fmt: skip
             raise UserError(f"invalid {scheme} tag sequence: {problem}{hint}", path, lines[i])
         if to_bio and scheme == "BIOES":
             sent.tags = bioes_to_bio(sent.tags)

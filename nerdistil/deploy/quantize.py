@@ -6,6 +6,7 @@ Used by ``export`` (the shipped graph, behind the gate) and by ``bench`` (the ba
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 
@@ -37,8 +38,22 @@ def quantize_encoder(encoder: Path, per_channel: bool, embeddings: bool = True, 
     scales = "per_channel" if per_channel else "per_tensor"
     out = out or encoder.parent / f"int8_{scales}{'' if embeddings else '_fp32_tables'}.onnx"
     weights = QuantType.QUInt8 if int8_kernels() == "avx2" else QuantType.QInt8
-    quantize_dynamic(encoder, out, weight_type=weights, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul", "Attention"] + (["Gather"] if embeddings else []),
-                     extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False,
-                                    "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+    root = logging.getLogger()
+    root.addFilter(_no_preprocessing_advice)
+    try:
+        quantize_dynamic(encoder, out, weight_type=weights, per_channel=per_channel,
+                         op_types_to_quantize=["MatMul", "Attention"] + (["Gather"] if embeddings else []),
+                         extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
+                                        "ActivationSymmetric": False,
+                                        "DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+    finally:
+        root.removeFilter(_no_preprocessing_advice)
     return out
+
+
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """Drop ONNX Runtime's "Please consider to run pre-processing before quantization" (root logger).
+
+    Its shape inference and fusions serve static quantization; the graph here is already fused.
+    """
+    return "pre-processing before quantization" not in record.getMessage()

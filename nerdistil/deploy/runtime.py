@@ -30,7 +30,7 @@ from nerdistil.tags import bio_spans
 CONFIG = "nerdistil.json"
 MODEL = "model.onnx"
 FORMAT = 1
-GRAPH_LABELS = "nerdistil.labels"  # the graph's metadata: the labels it was exported with (JSON list)
+GRAPH_LABELS = "nerdistil.labels"  # the graph's metadata: the labels it was exported with (space-separated)
 GRAPH_POSITIONS = "nerdistil.max_positions"  # ... and the subword positions its encoder can embed
 
 
@@ -216,12 +216,15 @@ class Tagger(WordTagger):
 
     kind = "export"
 
-    def __init__(self, folder: str | Path, threads: int | None = None, exact: bool = True) -> None:
+    def __init__(self, folder: str | Path, threads: int | None = None, exact: bool = True,
+                 spinning: bool = True) -> None:  # fmt: skip
         """Load ``folder``; ``threads`` caps ONNX Runtime's; ``exact=False`` lets an int8 graph batch windows.
 
         Dynamic int8 quantizes each activation tensor with one scale over the whole batch, so a window's
         int8 tags and confidences can change with the windows beside it; ``exact`` (the default) runs every
         window of an int8 graph alone, so each result is the one it gets alone. fp32 graphs batch either way.
+        ``spinning=False`` stops ONNX Runtime's idle threads from spin-waiting for work: the server's choice,
+        whose event loop and connections need the cores between batches.
         """
         import onnxruntime as ort
 
@@ -257,6 +260,8 @@ class Tagger(WordTagger):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(folder / MODEL), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for a damaged file
@@ -271,8 +276,8 @@ class Tagger(WordTagger):
     def _check_graph(self, folder: Path) -> None:
         """``nerdistil.json`` against the graph's own record (exports made before it was kept: not checked)."""
         meta = self.session.get_modelmeta().custom_metadata_map
-        if GRAPH_LABELS in meta and json.loads(meta[GRAPH_LABELS]) != self.labels:
-            graph = json.loads(meta[GRAPH_LABELS])
+        if GRAPH_LABELS in meta and meta[GRAPH_LABELS].split(" ") != self.labels:
+            graph = meta[GRAPH_LABELS].split(" ")
             raise UserError(f"{CONFIG}'s labels ({len(self.labels)}) are not those {MODEL} was exported with "
                             f"({len(graph)}: {', '.join(graph[:4])}...); restore {CONFIG} or export again",
                             folder)  # fmt: skip

@@ -172,7 +172,6 @@ def create_app(cfg: dict | None = None):
     """The Starlette application for the settings ``cfg`` (a ``ServeConfig`` as a dict; default: from the env)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -184,7 +183,7 @@ def create_app(cfg: dict | None = None):
     async def lifespan(app):
         loop = asyncio.get_running_loop()
         threads = cfg.get("threads") or max(1, (os.cpu_count() or 1) // max(1, cfg["workers"]))
-        state.tagger = await loop.run_in_executor(None, Tagger, cfg["model"], threads)
+        state.tagger = await loop.run_in_executor(None, lambda: Tagger(cfg["model"], threads, spinning=False))
         state.sha256 = await loop.run_in_executor(None, _sha256, Path(cfg["model"]) / MODEL)
         state.batcher = Batcher(state.tagger, cfg["max_batch_size"], cfg["max_wait_ms"] / 1000, cfg["max_queue"],
                                 state.metrics)  # fmt: skip
@@ -250,33 +249,49 @@ def create_app(cfg: dict | None = None):
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        path = request.url.path if request.url.path in PATHS else "other"
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            response = _error(500, "internal error; the server logged it")
-        if response.status_code >= 400:
-            log.warning("%s %s -> %d", request.method, request.url.path, response.status_code)
-        state.metrics.requests.labels(path, str(response.status_code)).inc()
-        state.metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
-
     async def not_found(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        return _error(status, getattr(exc, "detail", None) or "internal error")
+        return _error(getattr(exc, "status_code", 404), getattr(exc, "detail", None) or "not found")
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return _error(500, "internal error; the server logged it")
 
     routes = [Route("/v1/tag", tag, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/metrics", metrics), Route("/v1/model", model), Route("/openapi.json", openapi)]  # fmt: skip
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found},
-                    middleware=[Middleware(BaseHTTPMiddleware, dispatch=count)])  # fmt: skip
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_Count, state=state)],
+                    exception_handlers={404: not_found, 405: not_found, Exception: crashed})  # fmt: skip
     app.state.nerdistil = state
     return app
 
 
 PATHS = {"/v1/tag", "/healthz", "/readyz", "/metrics", "/v1/model", "/openapi.json"}
+
+
+class _Count:
+    """ASGI middleware: requests by path and status, latency, and one log line per error response."""
+
+    def __init__(self, app, state: _State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0, status = time.perf_counter(), [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = scope["path"] if scope["path"] in PATHS else "other"
+            if status[0] >= 400:
+                log.warning("%s %s -> %d", scope["method"], scope["path"], status[0])
+            self.state.metrics.requests.labels(path, str(status[0])).inc()
+            self.state.metrics.latency.labels(path).observe(time.perf_counter() - t0)
 
 
 def _sha256(path: Path) -> str:
