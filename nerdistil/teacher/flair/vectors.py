@@ -170,6 +170,7 @@ def compute(part, unit: Sequence[tuple[str, ...]]):
     """
     import flair
     import torch
+    from tqdm.auto import tqdm
 
     from nerdistil.data.conll import Sentence
     from nerdistil.teacher.flair.sentences import to_flair
@@ -188,9 +189,13 @@ def compute(part, unit: Sequence[tuple[str, ...]]):
     rows: list = [None] * len(unit)
     was = part.training
     part.eval()
+    log.info("computing the frozen encoder's word vectors of %d sentences (once: every member, fold, epoch and the "
+             "labelling share them)", len(unit))  # fmt: skip
+    bar = tqdm(total=len(unit), desc="word vectors", unit=" sentences", disable=None)
     try:
         with torch.no_grad(), torch.autocast(flair.device.type, enabled=False):
             for batch in batches:
+                bar.update(len(batch))
                 fs = to_flair(Sentence(list(unit[i])) for i in batch)
                 with unstrided(part, counts[batch[0]] <= fits):
                     part.embed(fs)
@@ -198,6 +203,7 @@ def compute(part, unit: Sequence[tuple[str, ...]]):
                 for i, piece in zip(batch, table.split([len(s) for s in fs])):
                     rows[i] = piece
     finally:
+        bar.close()
         part.train(was)
     return torch.cat(rows) if rows else torch.zeros(0, part.embedding_length)
 
