@@ -161,7 +161,7 @@ def test_every_shipped_config_loads(path):
         cfgmod.load(cfgmod.TeachConfig, path, "teach")
 
 
-def test_first_run_log_keeps_one_line_per_epoch(tmp_path):
+def test_first_run_log_keeps_a_progress_line_a_minute(tmp_path):
     """Flair's per-iteration lines, model dump and bogus test score stay off the console; --verbose shows them."""
     import subprocess
     import sys
@@ -173,9 +173,36 @@ def test_first_run_log_keeps_one_line_per_epoch(tmp_path):
     quiet = subprocess.run([*base, "--out", str(tmp_path / "q")], capture_output=True, text=True, env=env, timeout=600)
     assert quiet.returncode == 0, quiet.stderr
     log = quiet.stdout + quiet.stderr
-    assert "EPOCH 1 done" in log and "EPOCH 2 done" in log
+    assert "teacher epoch 1: loss " in log and "dev F1 " in log  # then at most one line a minute
     for chatter in (" - iter ", "Test data not provided", "SequenceTagger predicts", 'Model: "SequenceTagger'):
         assert chatter not in log, chatter
     loud = subprocess.run([*base, "--out", str(tmp_path / "v"), "--verbose"], capture_output=True, text=True, env=env,
                           timeout=600)  # fmt: skip
     assert loud.returncode == 0 and " - iter " in loud.stdout + loud.stderr
+
+
+def test_teacher_epochs_log_at_most_one_line_a_minute():
+    """Flair's EPOCH and DEV lines are merged into one line, throttled to a minute; other INFO lines are dropped."""
+    import logging
+
+    from nerdistil.teacher.flair import _Quiet
+
+    quiet = _Quiet()
+    kept = []
+    lines = [
+        (0, "EPOCH 1 done: loss 0.6454 - lr: 0.100000"),
+        (0.4, "DEV : loss 0.2235 - f1-score (micro avg)  0.0138"),
+        (0.5, " - 0 epochs without improvement"),
+        (7, "EPOCH 2 done: loss 0.2449 - lr: 0.1"),
+        (7.5, "DEV : loss 0.1929 - f1-score (micro avg)  0.186"),
+        (61, "EPOCH 9 done: loss 0.1193 - lr: 0.1"),
+        (61.5, "DEV : loss 0.1190 - f1-score (micro avg)  0.5054"),
+        (62, "Test data not provided"),
+    ]
+    for t, msg in lines:
+        record = logging.LogRecord("flair", logging.INFO, __file__, 1, msg, (), None)
+        record.created = 1000.0 + t
+        if quiet.filter(record):
+            kept.append(record.getMessage())
+    assert kept == ["teacher epoch 1: loss 0.6454, dev loss 0.2235, dev F1 0.0138",
+                    "teacher epoch 9: loss 0.1193, dev loss 0.1190, dev F1 0.5054"]  # fmt: skip

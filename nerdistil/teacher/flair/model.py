@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -78,7 +79,9 @@ def train_teacher(train: list[Sentence], dev: list[Sentence], cfg: TeachConfig, 
     trainer = ModelTrainer(tagger, corpus)
     common = {"mini_batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "save_final_model": False,
               "create_file_logs": True, "use_amp": cfg.mixed_precision != "no"}  # fmt: skip
-    with int_lengths_crf(tagger):
+    with int_lengths_crf(tagger), warnings.catch_warnings():
+        # Flair's own call of torch.cuda.amp.GradScaler (deprecated in torch): not the user's to fix
+        warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*")
         if tuned:  # AdamW with warm-up and linear decay; every epoch scored on dev, the best one kept
             trainer.fine_tune(str(work_dir), learning_rate=cfg.fine_tune_lr, use_final_model_for_eval=False,
                               embeddings_storage_mode="none", **common)  # fmt: skip
