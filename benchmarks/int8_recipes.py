@@ -63,7 +63,7 @@ def build(student: Path, work: Path) -> dict[str, Path]:
                       ("int8 per-tensor", quantize_encoder(enc, False))]  # fmt: skip
         for name, src in cands:
             graphs[name] = work / f"{len(graphs)}.onnx"
-            compose(src, labels, graphs[name])
+            compose(src, labels, graphs[name], int8=not name.startswith("fp32"))
     return graphs
 
 

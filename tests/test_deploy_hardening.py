@@ -269,3 +269,28 @@ def test_a_text_file_as_model_is_not_called_a_flair_file(tmp_path, cli):
     src.write_text(TWEETS)
     code, _, err = cli("predict", model, "--input", src)
     assert code == 2 and "not a model file" in err and "Flair file" not in err.replace("Flair .pt file", "")
+
+
+def test_the_graph_says_whether_it_is_int8(tiny_distilled, tmp_path, monkeypatch):
+    """The gate measures each int8 candidate as it ships (windows alone), before nerdistil.json records a choice."""
+    from nerdistil.deploy import export
+    from nerdistil.deploy.runtime import Tagger
+
+    seen = {}
+    real = export.Tagger
+
+    def recording(folder, *args, **kwargs):
+        tagger = real(folder, *args, **kwargs)
+        seen[json.loads((Path(folder) / "nerdistil.json").read_text()).get("gate") is None, tagger.quantized] = True
+        return tagger
+
+    monkeypatch.setattr(export, "Tagger", recording)
+    corpus = Path(__file__).parent / "data" / "corpus" / "dev.txt"
+    export.run_export(tiny_distilled, tmp_path / "int8", "int8", corpus, max_f1_drop=1.0, draws=10, min_agreement=0.0)
+    assert seen == {(True, False): True, (True, True): True}  # fp32 then int8 candidates, no gate record yet
+    folder = tmp_path / "int8"
+    cfg = json.loads((folder / "nerdistil.json").read_text())
+    del cfg["gate"]  # the graph alone still says it is int8
+    (folder / "nerdistil.json").write_text(json.dumps(cfg))
+    tagger = Tagger.load(folder)
+    assert tagger.quantized and tagger.batch_independent

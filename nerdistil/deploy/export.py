@@ -35,6 +35,7 @@ from nerdistil.deploy.quantize import quantize_encoder
 from nerdistil.deploy.runtime import (  # noqa: F401 (graph_params: imported from here too)
     CONFIG,
     FORMAT,
+    GRAPH_INT8,
     GRAPH_LABELS,
     GRAPH_POSITIONS,
     MODEL,
@@ -117,11 +118,13 @@ def export_encoder(student: Path, work: Path, fuse: bool = False) -> Path:
     return work / "fused" / "model_optimized.onnx"
 
 
-def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int | None = None) -> None:
+def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int | None = None,
+            int8: bool = False) -> None:  # fmt: skip
     """Join the encoder and the BIO decoder into one graph: (ids, mask, word_index, word_mask) -> tags, scores.
 
-    The graph's metadata records its labels and the subword positions it can take, so the runtime can
-    check a ``nerdistil.json`` against the graph it describes without onnx (``runtime.Tagger``).
+    The graph's metadata records its labels, the subword positions it can take and whether it is ``int8``, so
+    the runtime can check a ``nerdistil.json`` against the graph it describes, and run an int8 graph's windows
+    alone, without onnx (``runtime.Tagger``).
     """
     import onnx
     from onnx import compose as onnx_compose
@@ -133,7 +136,7 @@ def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int 
     dec = build_decoder(labels, opset=opset, ir_version=enc.ir_version)
     # the encoder's other opsets (e.g. com.microsoft after quantization) are kept; the decoder needs only ai.onnx
     merged = onnx_compose.merge_models(enc, dec, io_map=[("logits", "logits")], outputs=["tags", "scores"])
-    props = {GRAPH_LABELS: " ".join(labels)}  # as the decoder records them (a tag holds no whitespace)
+    props = {GRAPH_LABELS: " ".join(labels), GRAPH_INT8: "1" if int8 else "0"}  # labels as the decoder records them
     if max_positions:
         props[GRAPH_POSITIONS] = str(max_positions)
     onnx.helper.set_model_props(merged, props)
@@ -234,7 +237,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         for cand_name in plan:
             src = encoder if cand_name == "fp32" else quantize_encoder(encoder, cand_name == "int8")
             cand = Candidate(cand_name, f"model.{cand_name}.onnx")
-            compose(src, labels, tmp / cand.file, positions)
+            compose(src, labels, tmp / cand.file, positions, int8=cand_name != "fp32")
             shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
             tagger = Tagger(tmp)
             pred, _ = tagger.decode(words)

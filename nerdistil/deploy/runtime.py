@@ -32,6 +32,7 @@ MODEL = "model.onnx"
 FORMAT = 1
 GRAPH_LABELS = "nerdistil.labels"  # the graph's metadata: the labels it was exported with (space-separated)
 GRAPH_POSITIONS = "nerdistil.max_positions"  # ... and the subword positions its encoder can embed
+GRAPH_INT8 = "nerdistil.int8"  # ... and "1" when its encoder is dynamically quantized
 
 
 class _Encoding(dict):
@@ -266,16 +267,20 @@ class Tagger(WordTagger):
             self.session = ort.InferenceSession(str(folder / MODEL), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for a damaged file
             raise UserError(f"{MODEL} cannot be loaded ({str(e).splitlines()[0]}); export again", folder) from None
-        self._check_graph(folder)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self._check_graph(folder, meta)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.source = str(folder)
         self._folder = folder
-        self.quantized = (self.config.get("gate") or {}).get("chosen", "fp32") != "fp32"
+        # the graph says whether it is int8 (so the gate's candidates run as they will ship); an export made before
+        # it did says so through the gate's choice
+        int8 = meta.get(GRAPH_INT8)
+        chosen = (self.config.get("gate") or {}).get("chosen", "fp32")
+        self.quantized = int8 == "1" if int8 is not None else chosen != "fp32"
         self.batch_independent = exact or not self.quantized
 
-    def _check_graph(self, folder: Path) -> None:
-        """``nerdistil.json`` against the graph's own record (exports made before it was kept: not checked)."""
-        meta = self.session.get_modelmeta().custom_metadata_map
+    def _check_graph(self, folder: Path, meta: dict[str, str]) -> None:
+        """``nerdistil.json`` against the graph's own record ``meta`` (exports made before it was kept: not checked)."""
         if GRAPH_LABELS in meta and meta[GRAPH_LABELS].split(" ") != self.labels:
             graph = meta[GRAPH_LABELS].split(" ")
             raise UserError(f"{CONFIG}'s labels ({len(self.labels)}) are not those {MODEL} was exported with "
@@ -310,7 +315,8 @@ class Tagger(WordTagger):
 
         wins = [w for i, words in enumerate(sentences) if len(words)
                 for w in windows(self.tokenizer, list(words), i, None, self.max_length)]  # fmt: skip
-        batch_size = batch_size if not self.quantized or not self.batch_independent else 1
+        if self.quantized and self.batch_independent:  # int8, exact: every window alone
+            batch_size = 1
         # a batch holds windows of one subword length: no padding. Dynamic int8 scales each activation tensor over
         # the whole batch, padded positions included, which cost the 4-layer int8 export 0.04 dev F1 at batch 32
         # (benchmarks/RESULTS.md); it also makes a window's tags independent of any other length in the input
