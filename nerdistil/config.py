@@ -70,15 +70,10 @@ def load_yaml(text: str, what: str) -> Any:
         raise UserError(f"{what}: {str(e).splitlines()[0]}") from None
 
 
-def clip(text: str, limit: int = 60) -> str:
-    """``text`` for an error message: cut to ``limit`` characters, so a huge value cannot flood the terminal."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
-
-
-def _short(value: Any) -> str:
-    """A value for an error message, cut like ``shown``."""
+def clip(value: Any, limit: int = 60) -> str:
+    """``value``'s repr for an error message, cut to ``limit`` characters: a huge value cannot flood the terminal."""
     text = repr(value)
-    return text if len(text) <= 60 else f"{text[:60]}... ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _is(kind: type, value: Any) -> bool:
@@ -140,7 +135,7 @@ def _range_error(cls: type, name: str, value: Any) -> str | None:
         if cls.__name__ == "TeachConfig" and name == "soft_labels":
             choices = ("posterior", "flair", "hard")
         if choices and value not in choices:
-            return f"must be one of {', '.join(choices)}, got {_short(value)}"
+            return f"must be one of {', '.join(choices)}, got {clip(value)}"
         return None
     if name in _AT_LEAST_1 and value < 1:
         return f"must be at least 1, got {value}"
@@ -179,12 +174,12 @@ def _build(cls: type[T], values: dict[str, Any], source: str, flags: Mapping[str
         sub = names[key].default_factory  # type: ignore[misc]
         if dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
-                raise UserError(f"{shown} must be a mapping of keys to values, got {_short(value)}", where)
+                raise UserError(f"{shown} must be a mapping of keys to values, got {clip(value)}", where)
             kwargs[key] = _build(sub, value, source, flags, dotted + ".")  # type: ignore[arg-type]
             continue
         ok, value = _typed(hints[key], value)
         if not ok:
-            raise UserError(f"{shown} must be {_type_name(hints[key])}, got {_short(value)}", where)
+            raise UserError(f"{shown} must be {_type_name(hints[key])}, got {clip(value)}", where)
         why = None if value is None else _range_error(cls, key, value)
         if why:
             raise UserError(f"{shown} {why}", where)

@@ -107,10 +107,12 @@ def run_pipeline(path: str | Path, overwrite: bool = False, sets: Sequence[str] 
         if report_file.is_file() and not overwrite and not ran and changes is not None and not changes:
             log.info("%s: reusing the finished run in %s (same config and inputs; --overwrite redoes it)", name, folder)
             return json.loads(report_file.read_text())
-        why = (" (redone: --overwrite)" if overwrite else f" (redone: {ran[-1]} before it was redone)" if ran
-               else f" (redone: changed since the finished run: {'; '.join(changes)})" if changes
-               else " (redone: no record of what made the finished run)" if report_file.is_file() else "")  # fmt: skip
-        log.info("%s: writing %s%s", name, folder, why if report_file.is_file() else "")
+        why = ""
+        if report_file.is_file():
+            why = (" (redone: --overwrite)" if overwrite else f" (redone: {ran[-1]} before it was redone)" if ran
+                   else f" (redone: changed since the finished run: {'; '.join(changes)})" if changes
+                   else " (redone: no record of what made the finished run)")  # fmt: skip
+        log.info("%s: writing %s%s", name, folder, why)
         ran.append(name)
         report = fn(replace(cfg, overwrite=True))
         records.save(name, now)

@@ -197,14 +197,11 @@ def file_out(path: str | Path | None, inputs: Iterable[str | Path | None] = (), 
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
         os.replace(tmp, p)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno is None or e.filename not in (None, tmp):
-            raise
-        raise UserError(f"cannot write it ({e.strerror}); nothing was written: free space or choose another "
-                        "path", path) from None  # fmt: skip
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)  # a failed run leaves nothing that looks finished
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):  # writing it failed
+            raise UserError(f"cannot write it ({e.strerror}); nothing was written: free space or choose another "
+                            "path", path) from None  # fmt: skip
         raise
 
 

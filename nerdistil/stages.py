@@ -35,6 +35,11 @@ def fingerprint(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def _config(value: object) -> dict[str, object]:
+    """A config (dataclass or mapping) as dotted keys with JSON values, as ``stages.json`` keeps it."""
+    return json.loads(json.dumps(_flat(value), default=str))
+
+
 def _flat(value: object, prefix: str = "") -> dict[str, object]:
     """A nested mapping as dotted keys, without the ignored ones."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -50,8 +55,7 @@ def _flat(value: object, prefix: str = "") -> dict[str, object]:
 
 def record(cfg: object, inputs: Iterable[Path]) -> dict:
     """What a stage is made from: its resolved config (JSON values) and its inputs' fingerprint."""
-    flat = json.loads(json.dumps(_flat(cfg), default=str))
-    return {"config": flat, "inputs": fingerprint(inputs)}
+    return {"config": _config(cfg), "inputs": fingerprint(inputs)}
 
 
 class Records:
@@ -59,21 +63,23 @@ class Records:
 
     def __init__(self, out: Path) -> None:
         self.file = out / RECORDS
+        self.saved: dict = {}
+        self.damaged = False  # nothing can be shown unchanged, so every stage is redone
         try:
-            self.saved: dict = json.loads(self.file.read_text()) if self.file.is_file() else {}
-        except ValueError:  # damaged: nothing can be shown unchanged, so every stage is redone
-            self.saved = {"damaged": True}
+            self.saved = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        except ValueError:
+            self.damaged = True
 
     def changes(self, name: str, now: dict, folder: Path) -> list[str] | None:
         """What differs between the record of the finished stage ``name`` and ``now`` ([] : nothing; None: unknown)."""
-        if self.saved.get("damaged"):
+        if self.damaged:
             return [f"{RECORDS} is damaged"]
         old = self.saved.get(name)
         if old is None:  # a folder from before the records: its own saved config, where there is one
             for file in SAVED_CONFIGS:
                 if (folder / file).is_file():
                     cfg = yaml.safe_load((folder / file).read_text()) or {}
-                    old = {"config": json.loads(json.dumps(_flat(cfg), default=str)), "inputs": None}
+                    old = {"config": _config(cfg), "inputs": None}
                     break
             else:
                 return None
@@ -85,7 +91,7 @@ class Records:
 
     def save(self, name: str, now: dict) -> None:
         """Record that stage ``name`` finished from ``now``."""
-        self.saved.pop("damaged", None)
+        self.damaged = False
         self.saved[name] = now
         self.file.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.file, self.saved)
