@@ -127,9 +127,12 @@ def _window(sid: int, a: int, n_words: int, input_ids: list[int], local_ids: lis
 class Collator:
     """Pads a list of windows to the longest in the batch (no fixed length, so no pad class).
 
-    Each window comes with its sentence's soft labels (``[words x labels]`` float array or None).
-    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) with IGNORE on padding,
-    ``soft`` (B, T, L) teacher probabilities and ``soft_mask`` (B, T) marking positions that carry them.
+    Each window comes with its sentence's soft labels (``[words x labels]`` float array or None) and, optionally,
+    the teacher's marginals of adjacent word pairs (``[words - 1 x labels x labels]``, for a CRF student's
+    pairwise term). Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) with IGNORE on padding,
+    ``soft`` (B, T, L) teacher probabilities, ``soft_mask`` (B, T) marking positions that carry them,
+    ``word_start`` (B, T) marking each word's first subword, and with pair marginals ``soft_edges``
+    (B, T, L, L): at word w's first subword, the teacher's p(word w-1, word w).
     """
 
     def __init__(self, pad_token_id: int, num_labels: int, pad_to: int | None = None) -> None:
@@ -137,27 +140,41 @@ class Collator:
         self.num_labels = num_labels
         self.pad_to = pad_to  # fixed length (only to measure what fixed padding costs); None: dynamic
 
-    def __call__(self, items: Sequence[tuple[Window, np.ndarray | None]]) -> dict[str, torch.Tensor]:
-        """Collate (window, soft labels or None) pairs into one padded batch."""
+    def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
+        """Collate (window, soft labels or None[, pair marginals or None]) tuples into one padded batch."""
         import torch
 
-        T = max(max(len(w.input_ids) for w, _ in items), self.pad_to or 0)
-        B = len(items)
+        T = max(max(len(it[0].input_ids) for it in items), self.pad_to or 0)
+        B, L = len(items), self.num_labels
         ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((B, T), dtype=torch.long)
         labels = torch.full((B, T), IGNORE, dtype=torch.long)
-        soft = torch.zeros((B, T, self.num_labels), dtype=torch.float32)
+        soft = torch.zeros((B, T, L), dtype=torch.float32)
         soft_mask = torch.zeros((B, T), dtype=torch.bool)
-        for b, (w, probs) in enumerate(items):
+        word_start = torch.zeros((B, T), dtype=torch.bool)
+        with_edges = any(len(it) > 2 and it[2] is not None for it in items)
+        edges = torch.zeros((B, T, L, L), dtype=torch.float32) if with_edges else None
+        for b, (w, probs, *rest) in enumerate(items):
             n = len(w.input_ids)
             ids[b, :n] = torch.tensor(w.input_ids)
             mask[b, :n] = 1
             labels[b, :n] = torch.tensor(w.labels)
+            first = first_subword_positions(w.word_ids)  # word -> its first subword
+            word_start[b, list(first.values())] = True
             if probs is not None:
                 pos = [t for t, p in enumerate(w.soft_pos) if p >= 0]
                 soft[b, pos] = torch.from_numpy(np.asarray(probs, dtype=np.float32)[[w.soft_pos[t] for t in pos]])
                 soft_mask[b, pos] = True
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "soft": soft, "soft_mask": soft_mask}
+            if edges is not None and rest and rest[0] is not None:
+                inner = [word for word in first if word > w.start]  # the pair (word - 1, word) lies in the window
+                if inner:
+                    e = np.asarray(rest[0], dtype=np.float32)[[word - 1 for word in inner]]
+                    edges[b, [first[word] for word in inner]] = torch.from_numpy(e)
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "soft": soft, "soft_mask": soft_mask,
+               "word_start": word_start}  # fmt: skip
+        if edges is not None:
+            out["soft_edges"] = edges
+        return out
 
 
 def first_subword_positions(word_ids: Sequence[int | None]) -> dict[int, int]:

@@ -82,6 +82,9 @@ class TeachConfig:
     soft_labels: str = opt(
         "Which soft labels: posterior (CRF forward-backward marginals, the default), flair (Flair's "
         "return_probabilities_for_all_classes scores) or hard (the one-hot Viterbi path).", "posterior")  # fmt: skip
+    edge_marginals: bool = opt(
+        "Also store the CRF's marginals of adjacent tags (labels x labels a word, at the temperature) for a CRF "
+        "student's pairwise KD term (distil --head crf --alpha-pair). Flair teachers only.", False)  # fmt: skip
     unlabeled: str | None = opt("Raw tweets, one a line, to label as extra teacher-only data.", kind=Path)
     pretokenized: bool = opt(
         "The --unlabeled lines are words already, separated by spaces (the output of `nerdistil data augment`): "
@@ -132,7 +135,14 @@ class StudentConfig:
     mixed_precision: str = opt(MIXED, "no")
     device: str = opt(DEVICE, "auto")
     alpha_ce: float = opt("Weight of the class-weighted gold CE.", 0.5)
-    alpha_kd: float = opt("Weight of T^2 * KL(teacher || student).", 2.0)
+    alpha_kd: float = opt("Weight of T^2 * KL(teacher || student) (with --head crf: against the CRF's marginals).",
+                          2.0)  # fmt: skip
+    head: str = opt("softmax: a per-token classifier, decoded under the valid-BIO mask; crf: a linear-chain CRF over "
+                    "the words (learned transitions, trained on its NLL and, distilling, on the teacher's posteriors "
+                    "through forward-backward), whose transitions ship in the export.", "softmax")  # fmt: skip
+    alpha_pair: float = opt("distil --head crf: weight of the pairwise term, T^2 * KL between the teacher's and the "
+                            "student's marginals of adjacent tags (needs soft labels from teach --edge-marginals).",
+                            0.0)  # fmt: skip
     temperature: float | None = opt("KD temperature (default: the soft labels' own).")
     class_weight_power: float = opt("Balanced class weights ** power (0 = unweighted).", 0.5)
     kd_class_weights: bool = opt(

@@ -2,7 +2,9 @@
 
 Columns: ``tokens`` (words), ``tags`` (gold BIO label ids, empty when unlabeled), ``has_gold``,
 ``teacher_tags`` (the teacher's Viterbi path as label ids) and ``probs``, a float32
-[words x labels] matrix of teacher posteriors. The label names live in the features
+[words x labels] matrix of teacher posteriors; with ``teach --edge-marginals`` also ``edges``, a float32
+[words x labels²] matrix whose row w (w >= 1) is the teacher CRF's p(tag of word w-1, tag of word w) flattened
+row-major (row 0 is zeros: word 0 has no pair). The label names live in the features
 (``ClassLabel``), and every split's ``DatasetInfo.description`` holds the contract's metadata
 (temperature, soft-label kind, the teachers' kind, source and SHA-256; see ``save`` and ``meta``),
 so a soft-label folder is self-describing: no report beside it is needed to use it.
@@ -24,31 +26,45 @@ from datasets import Sequence as HFSequence
 from nerdistil.errors import UserError
 
 
-def features(labels: Sequence[str]) -> Features:
-    """The Arrow schema of a soft-label dataset over these BIO labels."""
-    return Features(
-        {
-            "tokens": HFSequence(Value("string")),
-            "tags": HFSequence(ClassLabel(names=list(labels))),
-            "has_gold": Value("bool"),
-            "teacher_tags": HFSequence(ClassLabel(names=list(labels))),
-            "probs": Array2D(shape=(None, len(labels)), dtype="float32"),
-        }
-    )
+def features(labels: Sequence[str], edges: bool = False) -> Features:
+    """The Arrow schema of a soft-label dataset over these BIO labels (``edges``: with the pair column)."""
+    cols = {
+        "tokens": HFSequence(Value("string")),
+        "tags": HFSequence(ClassLabel(names=list(labels))),
+        "has_gold": Value("bool"),
+        "teacher_tags": HFSequence(ClassLabel(names=list(labels))),
+        "probs": Array2D(shape=(None, len(labels)), dtype="float32"),
+    }
+    if edges:
+        cols["edges"] = Array2D(shape=(None, len(labels) ** 2), dtype="float32")
+    return Features(cols)
 
 
 def row(tokens: Sequence[str], gold: Sequence[str] | None, teacher: Sequence[str], probs: np.ndarray,
-        label2id: dict[str, int]) -> dict:  # fmt: skip
-    """One dataset row; checks that every word has one probability row."""
-    if probs.shape != (len(tokens), len(label2id)) or len(teacher) != len(tokens):
-        raise RuntimeError(f"soft labels of shape {probs.shape} for {len(tokens)} words")
-    return {
+        label2id: dict[str, int], edges: np.ndarray | None = None) -> dict:  # fmt: skip
+    """One dataset row; checks that every word has one probability row (and each adjacent pair one pair matrix)."""
+    n, L = len(tokens), len(label2id)
+    if probs.shape != (n, L) or len(teacher) != n:
+        raise RuntimeError(f"soft labels of shape {probs.shape} for {n} words")
+    out = {
         "tokens": list(tokens),
         "tags": [label2id[t] for t in gold] if gold else [],
         "has_gold": bool(gold),
         "teacher_tags": [label2id[t] for t in teacher],
         "probs": probs.astype(np.float32),
     }
+    if edges is not None:
+        if edges.shape != (max(n - 1, 0), L, L):
+            raise RuntimeError(f"pair marginals of shape {edges.shape} for {n} words")
+        flat = np.zeros((n, L * L), dtype=np.float32)
+        flat[1:] = edges.reshape(-1, L * L)
+        out["edges"] = flat
+    return out
+
+
+def pair_marginals(flat: np.ndarray, num_labels: int) -> np.ndarray:
+    """A row's stored ``edges`` column as (words - 1, labels, labels): entry w-1 is p(word w-1, word w)."""
+    return flat[1:].reshape(-1, num_labels, num_labels)
 
 
 def build(rows: Iterable[dict], labels: Sequence[str], cache_dir: Path) -> Dataset:
@@ -67,17 +83,18 @@ def save_chunk(rows: list[dict], labels: Sequence[str], folder: Path) -> None:
     """Write one chunk of labelled rows as its own Arrow dataset, atomically (a killed run leaves no half chunk)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    Dataset.from_list(rows, features=features(labels)).save_to_disk(str(tmp))
+    edges = bool(rows) and "edges" in rows[0]
+    Dataset.from_list(rows, features=features(labels, edges)).save_to_disk(str(tmp))
     os.replace(tmp, folder)
 
 
-def join_chunks(folder: Path, labels: Sequence[str]) -> Dataset:
+def join_chunks(folder: Path, labels: Sequence[str], edges: bool = False) -> Dataset:
     """The chunks of ``save_chunk`` in order, as one memory-mapped dataset (an empty one if there are none)."""
     from datasets import concatenate_datasets, load_from_disk
 
     chunks = sorted(p for p in folder.glob("[0-9]*") if p.is_dir() and not p.name.endswith(".tmp"))
     if not chunks:
-        return Dataset.from_list([], features=features(labels))
+        return Dataset.from_list([], features=features(labels, edges))
     return concatenate_datasets([load_from_disk(str(p)) for p in chunks])
 
 
@@ -85,9 +102,11 @@ def batches(ds: Dataset, batch_size: int = 1024) -> Iterator[dict]:
     """The dataset in Arrow record batches, each column unpacked once per batch, not once per row.
 
     Yields dicts of per-row lists: ``tokens`` (lists of str), ``tags`` and ``teacher_tags`` (int64
-    arrays), ``has_gold`` (bools) and ``probs`` ((words, labels) float32 arrays, views into one buffer).
+    arrays), ``has_gold`` (bools) and ``probs`` ((words, labels) float32 arrays, views into one buffer);
+    ``edges`` ((words, labels²) arrays) where the dataset has that column.
     """
     L = len(label_names(ds))
+    matrices = {"probs": L} | ({"edges": L * L} if "edges" in ds.column_names else {})
     for table in ds.with_format("arrow").iter(batch_size=batch_size):
         out = {"tokens": table.column("tokens").to_pylist(), "has_gold": table.column("has_gold").to_pylist()}
         for name in ("tags", "teacher_tags"):
@@ -95,11 +114,12 @@ def batches(ds: Dataset, batch_size: int = 1024) -> Iterator[dict]:
             offsets = col.offsets.to_numpy()
             flat = col.flatten().to_numpy(zero_copy_only=False)
             out[name] = np.split(flat, offsets[1:-1] - offsets[0])
-        col = table.column("probs").combine_chunks()  # list (words) of lists (labels) of float32
-        col = getattr(col, "storage", col)  # Array2D is an Arrow extension type over that list
-        offsets = col.offsets.to_numpy()
-        flat = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, L)
-        out["probs"] = np.split(flat, offsets[1:-1] - offsets[0])
+        for name, width in matrices.items():
+            col = table.column(name).combine_chunks()  # list (words) of lists (labels) of float32
+            col = getattr(col, "storage", col)  # Array2D is an Arrow extension type over that list
+            offsets = col.offsets.to_numpy()
+            flat = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            out[name] = np.split(flat, offsets[1:-1] - offsets[0])
         yield out
 
 

@@ -36,20 +36,36 @@ def bio_transitions(labels: Sequence[str]) -> np.ndarray:
     return ok
 
 
-def bio_viterbi(logp: np.ndarray, allowed: np.ndarray) -> list[int]:
-    """Best label path for (n, L) log-probabilities under the transition mask of ``bio_transitions``."""
-    n, L = logp.shape
-    neg = np.where(allowed, 0.0, -np.inf)
-    score = logp[0] + neg[L]
+def viterbi(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[int]:
+    """Best tag path of a linear chain: (n, L) word scores, (L, L) [from, to] transitions, (L,) start and end.
+
+    The one Viterbi of the package (the ensemble's posteriors, the softmax and CRF students); a forbidden move
+    is a score of -inf. Ties go to the lowest index, as the exported graph's ArgMax.
+    """
+    n, L = emissions.shape
+    score = emissions[0] + start
     back = np.zeros((n, L), dtype=np.int64)
     for t in range(1, n):
-        cand = score[:, None] + neg[:L]  # (from, to)
+        cand = score[:, None] + transitions  # (from, to)
         back[t] = cand.argmax(0)
-        score = cand.max(0) + logp[t]
-    path = [int(score.argmax())]
+        score = cand.max(0) + emissions[t]
+    path = [int((score + end).argmax())]
     for t in range(n - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
     return path[::-1]
+
+
+def bio_scores(allowed: np.ndarray, crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    """(transitions, start, end) for ``viterbi``: a CRF's learned scores (or zeros) with the BIO mask's -inf."""
+    L = allowed.shape[1]
+    trans, start, end = crf if crf is not None else (np.zeros((L, L)), np.zeros(L), np.zeros(L))
+    return np.where(allowed[:L], trans, -np.inf), np.where(allowed[L], start, -np.inf), np.asarray(end, dtype=float)
+
+
+def bio_viterbi(logp: np.ndarray, allowed: np.ndarray,
+                crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[int]:  # fmt: skip
+    """Best valid BIO path for (n, L) log-probabilities under ``bio_transitions``' mask (plus a CRF's scores)."""
+    return viterbi(logp, *bio_scores(allowed, crf))
 
 
 def decode_posteriors(probs: np.ndarray, labels: Sequence[str]) -> list[str]:

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from nerdistil.align import Collator, Window, first_subword_positions, load_tokenizer, windows
+from nerdistil.crf import attach_head, read_head
 from nerdistil.errors import UserError
-from nerdistil.tags import bio_transitions, bio_viterbi
+from nerdistil.tags import bio_scores, bio_transitions, viterbi
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ def load_classifier(path: str | Path, role: str = "student"):
         raise UserError(f"cannot load the {role} ({first}); the folder is damaged: retrain or restore it",
                         path) from None  # fmt: skip
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    scores = read_head(path)
+    if scores is not None:  # a CRF student: its transitions decode it (``predict``)
+        attach_head(model, labels, scores)
     return model.eval(), tokenizer, labels
 
 
@@ -136,20 +140,25 @@ def word_logits(model, tokenizer, sentences: Sequence[Sequence[str]], num_labels
 
 def predict(model, tokenizer, sentences: Sequence[Sequence[str]], labels: Sequence[str], batch_size: int = 32,
             max_length: int | None = None, pad_to: int | None = None, sort: bool = True,
-            constrained: bool = True) -> list[list[str]]:  # fmt: skip
+            constrained: bool = True, crf=None) -> list[list[str]]:  # fmt: skip
     """BIO tags for every word of every sentence, from each word's first-subword log-probabilities.
 
     With ``constrained`` (the default) the tags are the most likely *valid* BIO sequence under the
     model's per-word log-probabilities (Viterbi over each window; I-X only after B-X or I-X), so the
-    decoder never emits a broken entity; without it, the per-word argmax. Works for PyTorch and ONNX
-    Runtime (Optimum) token classifiers alike.
+    decoder never emits a broken entity; without it, the per-word argmax. A CRF student (``model.crf``, or
+    ``crf`` = its (transitions, start, end) for a model without it, e.g. an ONNX one) adds its learned
+    transition scores to the path, as the exported graph does. Works for PyTorch and ONNX Runtime (Optimum)
+    token classifiers alike.
     """
     out: list[list[str | None]] = [[None] * len(s) for s in sentences]
     allowed = bio_transitions(labels) if constrained else None
+    if crf is None and getattr(model, "crf", None) is not None:
+        crf = model.crf.numpy_scores()
+    scores = bio_scores(allowed, crf) if allowed is not None else None
     for w, words, logits in window_logits(model, tokenizer, sentences, len(labels), batch_size, max_length, pad_to,
                                           sort):  # fmt: skip
         logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-        path = bio_viterbi(logp, allowed) if allowed is not None else logp.argmax(-1).tolist()
+        path = viterbi(logp, *scores) if scores is not None else logp.argmax(-1).tolist()
         for j, word in enumerate(words):
             out[w.sid][word] = labels[path[j]]
     for i, tags in enumerate(out):

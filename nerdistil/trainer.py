@@ -220,14 +220,22 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU: {platform.processor() or platform.machine() or 'unknown'}"
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation weights (BERT's recipe)."""
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module, weight_decay: float, lr: float) -> list[dict]:
+    """Optimizer groups: no weight decay on biases and normalisation weights (BERT's recipe).
+
+    A parameter with an ``lr_scale`` attribute (a CRF head's transitions) trains at that multiple of the
+    learning rate, without weight decay.
+    """
+    decay, no_decay, scaled = [], [], {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if getattr(p, "lr_scale", 1.0) != 1.0:
+            scaled.setdefault(p.lr_scale, []).append(p)
+            continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return groups + [{"params": ps, "weight_decay": 0.0, "lr": lr * k} for k, ps in scaled.items()]
 
 
 def train(
@@ -254,7 +262,7 @@ def train(
 
     acc = accelerator or make_accelerator(cfg)
     sampler = train_loader.batch_sampler
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.lr), lr=cfg.lr, eps=cfg.adam_eps)
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total = max(1, steps_per_epoch * cfg.epochs)

@@ -213,3 +213,30 @@ def test_rejects_old_opsets_and_empty_labels():
         build_decoder(LABELS3, opset=12)
     with pytest.raises(ValueError, match="labels"):
         build_decoder([])
+
+
+@pytest.mark.parametrize("labels", [LABELS5, SHUFFLED])
+def test_crf_transitions_in_the_graph_equal_bio_viterbi_and_brute_force(labels):
+    """A CRF student's learned transitions, start and end scores decode in the graph as in bio_viterbi(crf=...)."""
+    rng = np.random.default_rng(7)
+    L = len(labels)
+    crf = tuple(x.astype(np.float32) for x in (rng.normal(size=(L, L)) * 2, rng.normal(size=L), rng.normal(size=L)))
+    sess = session(build_decoder(labels, crf=crf))
+    allowed = bio_transitions(labels)
+    trans, start, end = (np.where(allowed[:L], crf[0], -np.inf), np.where(allowed[L], crf[1], -np.inf), crf[2])
+    changed = 0
+    for _ in range(8):
+        logits, word_index, word_mask = random_batch(rng, 3, 12, int(rng.integers(1, 6)), L)
+        tags, _ = run(sess, logits, word_index, word_mask)
+        for b in range(3):
+            n = int(word_mask[b].sum())
+            logp = log_softmax(logits[b, word_index[b, :n]])
+            got = tags[b, :n].tolist()
+            assert got == bio_viterbi(logp, allowed, crf)
+            paths = np.array(list(itertools.product(range(L), repeat=n)))
+            total = logp.astype(np.float64)[np.arange(n), paths].sum(1) + start[paths[:, 0]] + end[paths[:, -1]]
+            for t in range(1, n):
+                total += trans[paths[:, t - 1], paths[:, t]]
+            assert got == paths[int(np.argmax(total))].tolist()
+            changed += got != bio_viterbi(logp, allowed)
+    assert changed > 0  # the transitions did change some paths: the test would see them ignored

@@ -9,7 +9,7 @@ import torch
 
 from nerdistil import softlabels, trust
 from nerdistil.data.conll import read_conll
-from nerdistil.teacher.crf import crf_marginals
+from nerdistil.teacher.crf import crf_marginals, flair_chain
 from nerdistil.teacher.flair import label as fl
 from nerdistil.teacher.flair import model as fm
 
@@ -89,6 +89,14 @@ def test_marginals_on_a_real_tagger_match_brute_force(taught):
         for t, k in enumerate(path):
             brute[t, k] += np.exp(s - z)
     np.testing.assert_allclose(marg.numpy(), brute, atol=1e-5)
+    # the adjacent-tag marginals of the same chain (the pairwise KD targets), the same way
+    with torch.no_grad():
+        pair = flair_chain(features, lengths, start, trans[stop], edges=True).log_edge.exp()[0]
+    brute_pair = np.zeros((n - 1, K, K))
+    for path, s in scores.items():
+        for t in range(1, n):
+            brute_pair[t - 1, path[t - 1], path[t]] += np.exp(s - z)
+    np.testing.assert_allclose(pair.numpy(), brute_pair, atol=1e-5)
 
 
 def test_load_existing_teacher_and_refuse_finished_out(taught, cli, tmp_path):

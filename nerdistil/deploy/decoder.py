@@ -56,13 +56,15 @@ def _ints(g: _Graph, values: Sequence[int], hint: str) -> str:
 def _viterbi_step(trans: np.ndarray, opset: int) -> onnx.GraphProto:
     """Scan body, one word: state score (B, K); input logp_t (B, K); output backpointers (B, K).
 
+    ``trans`` (K, K) [from, to]: the allowed moves' scores (0, or a CRF's learned ones), FORBIDDEN elsewhere.
+
     K = L + 1: the labels plus a virtual start label. Five kernels a word: the rows are right-aligned before the
     Scan (``build_decoder``), so no step needs a padding mask.
     """
     K = trans.shape[0]
     g = _Graph("step/")
     score, logp_t = f"{PREFIX}step/score_in", f"{PREFIX}step/logp_t"
-    trans_c = g.const(trans, "transitions")  # (K, K) [from, to]: 0 or FORBIDDEN
+    trans_c = g.const(trans, "transitions")  # (K, K) [from, to]: a score or FORBIDDEN
     cand = g.op("Add", [g.op("Unsqueeze", [score, _ints(g, [2], "axis2")]), trans_c], "cand")  # (B, K, K)
     back = g.op("ArgMax", [cand], "back", axis=1, keepdims=0)  # (B, K): first best predecessor, as np.argmax
     if opset >= 18:  # ReduceMax took its axes as an attribute before opset 18, as an input since
@@ -104,7 +106,12 @@ def _backtrack_step(K: int) -> onnx.GraphProto:
     )
 
 
-def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None = None) -> onnx.ModelProto:
+def build_decoder(
+    labels: Sequence[str],
+    opset: int = 17,
+    ir_version: int | None = None,
+    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> onnx.ModelProto:
     """The best valid BIO path per row as an ONNX model, equal to ``bio_viterbi`` at each row's real words.
 
     Lets an exported token classifier do constrained decoding inside ONNX Runtime (merge its ``logits`` output into
@@ -121,6 +128,8 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
         labels: The label names, in the classifier's output order (BIO: ``O``, ``B-X``, ``I-X``).
         opset: The ``ai.onnx`` opset (13 or newer); match the encoder's to merge.
         ir_version: The model's IR version; default the lowest that supports ``opset``. Match the encoder's to merge.
+        crf: A CRF student's learned (transitions (L, L) [from, to], start (L,), end (L,)) scores, added to the
+            path as ``bio_viterbi(..., crf=...)`` does; None: every allowed move scores 0 (a softmax student).
 
     Returns:
         The checked ONNX model.
@@ -139,7 +148,10 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
     # round), so every row ends at the last step and the Scan body needs no mask
     K = L + 1
     trans = np.full((K, K), FORBIDDEN, dtype=np.float32)  # (K, K) [from, to]
-    trans[:, :L] = np.where(bio_transitions(labels), 0.0, FORBIDDEN)  # row L = sentence start
+    learned, start, end = crf if crf is not None else (np.zeros((L, L)), np.zeros(L), np.zeros(L))
+    allowed = bio_transitions(labels)
+    trans[:L, :L] = np.where(allowed[:L], learned, FORBIDDEN)
+    trans[L, :L] = np.where(allowed[L], start, FORBIDDEN)  # row L = sentence start
     trans[L, L] = 0.0
     init = np.full(K, FORBIDDEN, dtype=np.float32)  # (K,): in the start label before the first step
     init[L] = 0.0
@@ -178,6 +190,8 @@ def build_decoder(labels: Sequence[str], opset: int = 17, ir_version: int | None
     score, back = g.op("Scan", [score0, logp_t], "viterbi", n_out=2, body=_viterbi_step(trans, opset),
                        num_scan_inputs=1)  # fmt: skip
     real_score = g.op("Slice", [score, zero, _ints(g, [L], "L"), one], "real_score")  # (B, L): never end in start
+    if crf is not None:  # the CRF's end scores
+        real_score = g.op("Add", [real_score, g.const(np.asarray(end, dtype=np.float32), "end")], "end_score")
     last = g.op("ArgMax", [real_score], "last", axis=1, keepdims=1)  # (B, 1)
     # backward: tag_t-1 = back_t[tag_t], emitted in natural order (W, B, 1); the final state is the start label
     _, tags_time = g.op("Scan", [last, back], "backtrack", n_out=2, body=_backtrack_step(K), num_scan_inputs=1,

@@ -119,8 +119,10 @@ def export_encoder(student: Path, work: Path, fuse: bool = False) -> Path:
 
 
 def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int | None = None,
-            int8: bool = False) -> None:  # fmt: skip
+            int8: bool = False, crf=None) -> None:  # fmt: skip
     """Join the encoder and the BIO decoder into one graph: (ids, mask, word_index, word_mask) -> tags, scores.
+
+    ``crf``: a CRF student's (transitions, start, end) (``nerdistil.crf.read_head``), decoded in the graph.
 
     The graph's metadata records its labels, the subword positions it can take and whether it is ``int8``, so
     the runtime can check a ``nerdistil.json`` against the graph it describes, and run an int8 graph's windows
@@ -133,10 +135,11 @@ def compose(encoder: Path, labels: Sequence[str], out: Path, max_positions: int 
 
     enc = onnx.load(str(encoder))
     opset = next(o.version for o in enc.opset_import if o.domain in ("", "ai.onnx"))
-    dec = build_decoder(labels, opset=opset, ir_version=enc.ir_version)
+    dec = build_decoder(labels, opset=opset, ir_version=enc.ir_version, crf=crf)
     # the encoder's other opsets (e.g. com.microsoft after quantization) are kept; the decoder needs only ai.onnx
     merged = onnx_compose.merge_models(enc, dec, io_map=[("logits", "logits")], outputs=["tags", "scores"])
-    props = {GRAPH_LABELS: " ".join(labels), GRAPH_INT8: "1" if int8 else "0"}  # labels as the decoder records them
+    props = {GRAPH_LABELS: " ".join(labels), GRAPH_INT8: "1" if int8 else "0",  # labels as the decoder records them
+             "nerdistil.head": "softmax" if crf is None else "crf"}  # fmt: skip
     if max_positions:
         props[GRAPH_POSITIONS] = str(max_positions)
     onnx.helper.set_model_props(merged, props)
@@ -191,6 +194,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
     architecture. They are com.microsoft ops, which every ONNX Runtime build has; ``fuse=False`` keeps the fp32
     graph to standard ``ai.onnx`` ops for other runtimes.
     """
+    from nerdistil.crf import read_head
     from nerdistil.metrics import entity_report
     from nerdistil.runio import check_out, staging, versions, write_json
     from nerdistil.tokclf import check_folder, load_classifier, predict
@@ -211,6 +215,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
     agreement, agree_words = (None, []) if quantize == "none" else agreement_set(
         student, agreement_corpus, agreement_pretokenized, seed, min_agreement_tweets)  # fmt: skip
     model, tokenizer, labels = load_classifier(student)
+    crf = read_head(student)  # a CRF student's transitions go into the graph's decoder
     log.info("gate: the PyTorch student tags %d sentences of %s", len(words), name)
     ref = predict(model, tokenizer, words, labels)
     ref_f1 = entity_report(gold, ref)["f1"]
@@ -224,7 +229,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         encoder = export_encoder(student, work, fuse)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))  # as loaded: prefix-space setting included
         meta = {"format": FORMAT, "labels": labels, "tokenizer": settings, "window_rule": WINDOW_RULE,
-                "fused": encoder.parent.name == "fused",
+                "fused": encoder.parent.name == "fused", "head": "softmax" if crf is None else "crf",
                 "outputs": {"tags": "int64 (batch, words): label ids of the best valid BIO path",
                             "scores": "float32 (batch, words): softmax probability of each chosen tag"}}  # fmt: skip
         write_json(tmp / CONFIG, meta)
@@ -237,7 +242,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         for cand_name in plan:
             src = encoder if cand_name == "fp32" else quantize_encoder(encoder, cand_name == "int8")
             cand = Candidate(cand_name, f"model.{cand_name}.onnx")
-            compose(src, labels, tmp / cand.file, positions, int8=cand_name != "fp32")
+            compose(src, labels, tmp / cand.file, positions, int8=cand_name != "fp32", crf=crf)
             shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
             tagger = Tagger(tmp)
             pred, _ = tagger.decode(words)

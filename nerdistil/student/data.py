@@ -23,6 +23,7 @@ class Example:
     window: Window
     probs: np.ndarray | None
     gold: bool = True  # the sentence has gold tags (False: teacher-only text, KD only)
+    edges: np.ndarray | None = None  # (words - 1, L, L) the teacher's pair marginals, for a CRF student
 
 
 def make_examples(
@@ -34,6 +35,7 @@ def make_examples(
     max_length: int | None = None,
     label_all_subwords: bool = False,
     min_confidence: float = 0.0,
+    edges: Sequence[np.ndarray | None] | None = None,
 ) -> list[Example]:
     """Windows with gold label ids (when known and ``use_gold``) and the sentence's soft-label matrix.
 
@@ -49,7 +51,7 @@ def make_examples(
         for w in windows(tokenizer, sent.tokens, i, tags, max_length, label_all_subwords):
             if low:
                 w.soft_pos = [-1 if j in low else j for j in w.soft_pos]
-            out.append(Example(w, p, bool(sent.tags)))
+            out.append(Example(w, p, bool(sent.tags), edges[i] if edges is not None else None))
     return out
 
 
@@ -63,13 +65,13 @@ def loader(examples: list[Example], collator: Collator, batch_size: int, shuffle
     """
     from nerdistil.trainer import EpochBatchSampler, MixedBatchSampler
 
-    items = [(e.window, e.probs) for e in examples]
+    items = [(e.window, e.probs, e.edges) for e in examples]
     if teacher_only_ratio is not None and any(e.gold for e in examples):
         gold = [i for i, e in enumerate(examples) if e.gold]
         rest = [i for i, e in enumerate(examples) if not e.gold]
         sampler = MixedBatchSampler(gold, rest, batch_size, teacher_only_ratio, seed)
     else:
-        sampler = EpochBatchSampler([len(w.input_ids) for w, _ in items], batch_size, shuffle, seed, group_by_length)
+        sampler = EpochBatchSampler([len(it[0].input_ids) for it in items], batch_size, shuffle, seed, group_by_length)
     # own generator: creating an epoch's iterator must not draw from the global RNG (dropout's), or a
     # resumed run would drift from an uninterrupted one
     g = torch.Generator().manual_seed(seed)

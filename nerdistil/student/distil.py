@@ -18,6 +18,7 @@ from nerdistil.errors import UserError
 from nerdistil.losses import class_weights, ner_loss
 from nerdistil.metrics import full_report
 from nerdistil.runio import check_out, staging, versions, write_model_run
+from nerdistil.student.crf_loss import crf_loss
 from nerdistil.student.data import loader, make_examples
 from nerdistil.student.model import build_student
 from nerdistil.tokclf import count_parameters, predict
@@ -33,6 +34,7 @@ class StudentData:
         self.meta: dict = {}
         self.train: list[Sentence] = []
         self.probs: list[np.ndarray] | None = None
+        self.edges: list[np.ndarray | None] | None = None  # the teacher's pair marginals, when the labels hold them
         self.evals: dict[str, list[Sentence]] = {}
         if cfg.soft_labels:
             self._from_soft_labels(Path(cfg.soft_labels), distil, cfg.unlabeled)
@@ -57,6 +59,8 @@ class StudentData:
             self.temperature = json.loads(report.read_text()).get("temperature")
         parts = ["train"] + (["unlabeled"] if distil and unlabeled and "unlabeled" in ds else [])
         probs: list[np.ndarray] = []
+        edges: list[np.ndarray] = []
+        with_edges = distil and all("edges" in ds[part].column_names for part in parts)
         for part in parts:
             for row in softlabels.rows(ds[part]):  # Arrow batches, unpacked once per batch
                 tags = [self.labels[i] for i in row["tags"]] if row["has_gold"] else None
@@ -71,7 +75,10 @@ class StudentData:
                         sl,
                     )
                 probs.append(p)
+                if with_edges:
+                    edges.append(softlabels.pair_marginals(row["edges"], len(self.labels)))
         self.probs = probs if distil else None
+        self.edges = edges if with_edges else None
         for part in ("dev", "test"):
             if part in ds:
                 self.evals[part] = [Sentence(r["tokens"], [self.labels[i] for i in r["tags"]])
@@ -98,6 +105,23 @@ def low_confidence_words(data: StudentData, min_confidence: float) -> int:
     return int(sum((p.max(-1) < min_confidence).sum() for s, p in zip(data.train, data.probs) if not s.tags))
 
 
+def check_head(cfg: StudentConfig, distil: bool, data: StudentData) -> bool:
+    """Whether the student has a CRF head; a setting the head cannot honour is a one-line error."""
+    if cfg.head not in ("softmax", "crf"):
+        raise UserError(f"head must be softmax or crf, got {cfg.head!r}")
+    crf = cfg.head == "crf"
+    if cfg.alpha_pair and not (crf and distil):
+        raise UserError("alpha_pair (the pairwise KD term) needs distil with --head crf")
+    if cfg.alpha_pair < 0:
+        raise UserError(f"alpha_pair must be >= 0, got {cfg.alpha_pair}")
+    if crf and cfg.label_all_subwords:
+        raise UserError("--head crf scores each word once (its first subword): drop --label-all-subwords")
+    if crf and distil and cfg.alpha_pair and data.edges is None:
+        raise UserError("alpha_pair needs the teacher's pair marginals: relabel with `nerdistil teach "
+                        "--edge-marginals` (the soft labels have none)", cfg.soft_labels)  # fmt: skip
+    return crf
+
+
 def run_student(cfg: StudentConfig, distil: bool) -> dict:
     """Train a student (distil: CE_w + KD; finetune: CE_w only) and write its model folder."""
     from transformers import set_seed
@@ -111,24 +135,31 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
     labels, label2id = data.labels, {label: i for i, label in enumerate(data.labels)}
     alpha_ce, alpha_kd = (cfg.alpha_ce, cfg.alpha_kd) if distil else (1.0, 0.0)
     loss_weights = {"ce": alpha_ce, "kd": alpha_kd}  # ner_loss's named terms (weight 0: not computed)
+    crf = check_head(cfg, distil, data)
+    if crf and distil:
+        loss_weights["pair"] = cfg.alpha_pair
     temperature = cfg.temperature or data.temperature or 1.0  # 1: the documented default
     if distil and data.temperature and cfg.temperature and abs(cfg.temperature - data.temperature) > 1e-9:
         log.warning("student temperature %s differs from the soft labels' %s", cfg.temperature, data.temperature)
 
-    model, tokenizer = build_student(cfg.student, labels, cfg.student_layers)
+    model, tokenizer = build_student(cfg.student, labels, cfg.student_layers, cfg.head)
     gold_ids = [label2id[t] for s in data.train if s.tags for t in s.tags]
     weight = class_weights(gold_ids, len(labels), cfg.class_weight_power) if cfg.class_weight_power else None
     if cfg.teacher_only_ratio is not None and not 0 <= cfg.teacher_only_ratio < 1:
         raise UserError(f"teacher_only_ratio must be in [0, 1), got {cfg.teacher_only_ratio}")
     examples = make_examples(tokenizer, data.train, label2id, data.probs, use_gold=alpha_ce > 0,
                              max_length=cfg.max_length, label_all_subwords=cfg.label_all_subwords,
-                             min_confidence=cfg.min_confidence if distil else 0.0)  # fmt: skip
+                             min_confidence=cfg.min_confidence if distil else 0.0,
+                             edges=data.edges if crf and distil and cfg.alpha_pair else None)  # fmt: skip
     train_loader = loader(examples, Collator(tokenizer.pad_token_id, len(labels)), cfg.batch_size, True, cfg.seed,
                           cfg.group_by_length, cfg.teacher_only_ratio if distil else None)  # fmt: skip
 
     def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         w = None if weight is None else weight.to(out.logits.device)
+        if crf:
+            return crf_loss(getattr(m, "module", m).crf, out.logits, batch, weights=loss_weights,
+                            temperature=temperature, weight=w, kd_class_weights=cfg.kd_class_weights)  # fmt: skip
         return ner_loss(out.logits, batch["labels"], batch["soft"], batch["soft_mask"], weights=loss_weights,
                         temperature=temperature, weight=w, kd_weight=w if cfg.kd_class_weights else None)  # fmt: skip
 
@@ -157,6 +188,8 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             "labels": labels,
             "alpha_ce": alpha_ce,
             "alpha_kd": alpha_kd,
+            "head": cfg.head,
+            "alpha_pair": loss_weights.get("pair", 0.0),
             "temperature": temperature if alpha_kd else None,
             "class_weights": None if weight is None else dict(zip(labels, weight.tolist())),
             "kd_class_weights": bool(distil and cfg.kd_class_weights and weight is not None),
@@ -174,5 +207,11 @@ def run_student(cfg: StudentConfig, distil: bool) -> dict:
             **trainer.where(acc, cfg.mixed_precision),
             "environment": versions(),
         }
+        head = getattr(model, "crf", None)
+        if head is not None:  # saved beside: transformers loads the folder as a plain token classifier
+            del model.crf
         write_model_run(tmp, model, tokenizer, cfg, report)
+        if head is not None:
+            head.save(tmp)
+            model.crf = head
     return report

@@ -14,6 +14,7 @@ import torch
 
 from nerdistil.align import load_tokenizer
 from nerdistil.assets import resolve_model_name
+from nerdistil.crf import attach_head
 from nerdistil.errors import UserError
 from nerdistil.layers import evenly_spaced, num_layers, select_layers
 
@@ -25,8 +26,11 @@ def keep_layers(model: torch.nn.Module, k: int) -> list[int]:
     return select_layers(model, evenly_spaced(num_layers(model), k))
 
 
-def build_student(name: str, labels: Sequence[str], layers: int | None = None):
-    """A token classifier with our label set on top of a pretrained encoder; returns (model, tokenizer)."""
+def build_student(name: str, labels: Sequence[str], layers: int | None = None, head: str = "softmax"):
+    """A token classifier with our label set on top of a pretrained encoder; returns (model, tokenizer).
+
+    ``head="crf"`` adds a CRF layer over the words (``model.crf``, ``nerdistil.crf.CrfHead``).
+    """
     from transformers import AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
@@ -51,4 +55,6 @@ def build_student(name: str, labels: Sequence[str], layers: int | None = None):
     if layers:
         kept = keep_layers(model, layers)
         log.info("student keeps layers %s of %s", kept, name)
+    if head == "crf":
+        attach_head(model, labels)
     return model, tokenizer

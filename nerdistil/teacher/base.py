@@ -38,6 +38,7 @@ class Labelled:
     probs: np.ndarray
     tags: list[str]
     decode_probs: np.ndarray | None = None  # T = 1 probabilities (for decoding an ensemble), when asked for
+    edges: np.ndarray | None = None  # (words - 1, labels, labels) CRF marginals of adjacent tags at T, when asked for
 
 
 class Teacher(ABC):
@@ -46,6 +47,7 @@ class Teacher(ABC):
     kind: ClassVar[str]
     pickled: ClassVar[bool] = False  # loading runs code: ``load_teacher`` checks trust first
     soft_label_kinds: ClassVar[tuple[str, ...]] = ("posterior", "hard")
+    edge_marginals: ClassVar[bool] = False  # can label adjacent-tag marginals (a CRF teacher, ``edges=True``)
     decoding: ClassVar[str] = "valid-BIO Viterbi through the T = 1 probabilities"  # how its stored tags are made
     tags: list[str]  # the model's own tag names in index order (BIO or BIOES, maybe with CRF specials)
     identity: dict  # kind, source, sha256: what the soft-label dataset records about its teacher
@@ -58,9 +60,12 @@ class Teacher(ABC):
 
     @abstractmethod
     def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
-              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
+              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32, *, edges: bool = False,
               ) -> Iterator[Labelled]:  # fmt: skip
-        """Soft labels at ``temperature`` over ``corpus_labels`` and valid BIO tags, one a sentence, in order."""
+        """Soft labels at ``temperature`` over ``corpus_labels`` and valid BIO tags, one a sentence, in order.
+
+        ``edges`` (only where ``edge_marginals``): also the marginals of adjacent tags (``Labelled.edges``).
+        """
 
     @abstractmethod
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
@@ -87,13 +92,19 @@ class Teacher(ABC):
     @classmethod
     def label_group(cls, teachers: Sequence[Teacher], batch: Sequence[Sentence], subsets: Sequence[Sequence[int]],
                     corpus_labels: Sequence[str], temperature: float, kind: str,
-                    decode_probs: bool, batch_size: int = 32) -> list[list[Labelled]]:  # fmt: skip
+                    decode_probs: bool, batch_size: int = 32, edges: bool = False,
+                    ) -> list[list[Labelled]]:  # fmt: skip
         """Teacher k labels ``batch[i]`` for i in ``subsets[k]`` (teachers of one kind with one share key)."""
-        return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs, batch_size))
-                for t, sub in zip(teachers, subsets)]  # fmt: skip
+        return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs, batch_size,
+                             edges=edges)) for t, sub in zip(teachers, subsets)]  # fmt: skip
 
-    def check_kind(self, kind: str) -> None:
-        """A soft-label kind this teacher cannot make is a one-line error."""
+    def check_kind(self, kind: str, edges: bool = False) -> None:
+        """A soft-label kind (or edge marginals) this teacher cannot make is a one-line error."""
+        if edges and not self.edge_marginals:
+            raise UserError(f"--edge-marginals needs a CRF teacher; a {self.kind} teacher has no adjacent-tag "
+                            "marginals (its soft labels still serve a CRF student's posterior KD)")  # fmt: skip
+        if edges and kind != "posterior":
+            raise UserError(f"--edge-marginals goes with --soft-labels posterior, not {kind!r}")
         if kind not in self.soft_label_kinds:
             raise UserError(f"a {self.kind} teacher makes soft labels of kind {', '.join(self.soft_label_kinds)}, "
                             f"not {kind!r}")  # fmt: skip

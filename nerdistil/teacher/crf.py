@@ -1,4 +1,4 @@
-"""Linear-chain CRF posteriors (forward-backward in log space) and teacher-to-corpus tag mapping.
+"""Flair's CRF posteriors (forward-backward of ``nerdistil.crf`` in log space) and teacher-to-corpus tag mapping.
 
 Flair's CRF scores come as ``scores[b, t, k_to, k_from] = emission[b, t, k_to] +
 transitions[k_to, k_from]``; the first word is scored from the ``<START>`` column and the last
@@ -15,12 +15,31 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from nerdistil.crf import Chain, forward_backward
 from nerdistil.data.conll import bioes_to_bio, split_tag
 from nerdistil.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TAGS = ("<START>", "<STOP>", "<unk>")
+
+
+def flair_chain(scores: torch.Tensor, lengths: torch.Tensor | Sequence[int], start_idx: int,
+                stop_scores: torch.Tensor, temperature: float = 1.0, edges: bool = False) -> Chain:  # fmt: skip
+    """Forward-backward (``nerdistil.crf``, the package's one CRF) over Flair's CRF scores at a temperature.
+
+    Args:
+        scores: (B, T, K, K) emission-plus-transition scores, ``[b, t, to, from]`` (Flair's layout).
+        lengths: (B,) number of real words per sentence (any order; padding beyond is ignored).
+        start_idx: the ``<START>`` tag index; word 0 is scored as ``scores[:, 0, :, start_idx]``.
+        stop_scores: (K,) score of ending in each tag, Flair's ``transitions[<STOP>, :]``.
+        temperature: every score is divided by it first; T > 1 flattens the posteriors.
+        edges: also the marginals of adjacent tag pairs.
+    """
+    scores = scores.float() / temperature
+    first = scores[:, 0, :, start_idx]  # (B, K)
+    pair = scores[:, 1:].transpose(2, 3)  # (B, T-1, K_from, K_to)
+    return forward_backward(first, pair, stop_scores.float() / temperature, lengths, edges)
 
 
 def crf_marginals(
@@ -30,45 +49,8 @@ def crf_marginals(
     stop_scores: torch.Tensor,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Posterior tag marginals of a linear-chain CRF by forward-backward in log space.
-
-    Args:
-        scores: (B, T, K, K) emission-plus-transition scores, ``[b, t, to, from]`` (Flair's layout).
-        lengths: (B,) number of real words per sentence (any order; padding beyond is ignored).
-        start_idx: the ``<START>`` tag index; word 0 is scored as ``scores[:, 0, :, start_idx]``.
-        stop_scores: (K,) score of ending in each tag, Flair's ``transitions[<STOP>, :]``.
-        temperature: every score is divided by it first; T > 1 flattens the posteriors.
-
-    Returns:
-        (B, T, K) float tensor; rows of real words sum to 1, padding rows are 0.
-    """
-    scores = scores.float() / temperature
-    stop = stop_scores.float() / temperature
-    B, T, K, _ = scores.shape
-    lengths = torch.as_tensor(lengths, device=scores.device).long()
-    steps = torch.arange(T, device=scores.device)
-
-    alphas = torch.empty(B, T, K, device=scores.device)
-    alpha = scores[:, 0, :, start_idx]  # (B, K)
-    alphas[:, 0] = alpha
-    for t in range(1, T):
-        nxt = torch.logsumexp(scores[:, t] + alpha.unsqueeze(1), dim=2)  # (B, K_to)
-        alpha = torch.where((t < lengths).unsqueeze(1), nxt, alpha)
-        alphas[:, t] = alpha
-    last = alphas[torch.arange(B), lengths - 1]  # (B, K)
-    log_z = torch.logsumexp(last + stop, dim=1)  # (B,)
-
-    betas = torch.zeros(B, T, K, device=scores.device)
-    beta = stop.expand(B, K).clone()
-    for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            # beta_t[j] = logsumexp_k(scores[t+1, k, j] + beta_{t+1}[k])
-            inner = torch.logsumexp(scores[:, t + 1] + beta.unsqueeze(2), dim=1)  # (B, K_from)
-            beta = torch.where((t < lengths - 1).unsqueeze(1), inner, stop.expand(B, K))
-        betas[:, t] = beta
-    log_marg = alphas + betas - log_z.view(B, 1, 1)
-    mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
-    return torch.where(mask, log_marg.exp(), torch.zeros_like(log_marg))
+    """Posterior tag marginals (B, T, K) of Flair's CRF scores (``flair_chain``); padding rows are 0."""
+    return flair_chain(scores, lengths, start_idx, stop_scores, temperature).log_unary.exp()
 
 
 def tag_projection(teacher_tags: Sequence[str], corpus_labels: Sequence[str]) -> np.ndarray:

@@ -41,6 +41,7 @@ class TeacherRow:
     probs: np.ndarray
     tags: list[str]
     member_tags: list[list[str]]
+    edges: np.ndarray | None = None  # (words - 1, labels, labels) adjacent-tag marginals, when asked for
 
 
 def _groups(teachers: Sequence[Teacher]) -> list[list[int]]:
@@ -53,14 +54,16 @@ def _groups(teachers: Sequence[Teacher]) -> list[list[int]]:
 
 def label_stream(teachers: Sequence[Teacher], sentences: Iterable[Sentence], labels: list[str], temperature: float,
                  chunk: int = 1024, kind: str = "posterior", folds: Iterable[int] | None = None,
-                 batch_size: int = 32) -> Iterator[TeacherRow]:  # fmt: skip
+                 batch_size: int = 32, edges: bool = False) -> Iterator[TeacherRow]:  # fmt: skip
     """Label sentences with every teacher, ``chunk`` sentences at a time, in input order.
 
     At most one chunk of sentences (and their soft labels) is held at once, so an iterator over a
     file of any size runs in bounded memory. One teacher: its soft labels and tags; several: the mean
     of their soft labels and the best valid BIO path through the mean of their T = 1 probabilities.
     ``folds`` (one a sentence, ``--cross-fit``): each sentence is labelled by that member alone.
-    ``batch_size``: sentences a teacher's forward pass takes at once.
+    ``batch_size``: sentences a teacher's forward pass takes at once. ``edges``: also the adjacent-tag
+    marginals (CRF teachers), an ensemble's the mean of its members' (the mixture's own pair marginals, as the
+    mean of their unary marginals is the mixture's).
     """
     it = iter(sentences)
     fold_it = iter(folds) if folds is not None else None
@@ -70,45 +73,48 @@ def label_stream(teachers: Sequence[Teacher], sentences: Iterable[Sentence], lab
             return
         if fold_it is not None:
             yield from _label_held_out(teachers, batch, [next(fold_it) for _ in batch], labels, temperature, kind,
-                                       batch_size)  # fmt: skip
+                                       batch_size, edges)  # fmt: skip
             continue
         every = [list(range(len(batch)))] * len(teachers)
-        per_member = label_subsets(teachers, batch, every, labels, temperature, kind, len(teachers) > 1, batch_size)
+        per_member = label_subsets(teachers, batch, every, labels, temperature, kind, len(teachers) > 1, batch_size,
+                                   edges)  # fmt: skip
         for i, sent in enumerate(batch):
             outs = [m[i] for m in per_member]
             if len(outs) == 1:
-                probs, tags = outs[0].probs, outs[0].tags
+                probs, tags, pairs = outs[0].probs, outs[0].tags, outs[0].edges
             else:
                 probs = average([o.probs for o in outs])
                 tags = decode_posteriors(average([o.decode_probs for o in outs]), labels)
-            yield TeacherRow(sent, probs, tags, [o.tags for o in outs])
+                pairs = average([o.edges for o in outs]) if edges else None
+            yield TeacherRow(sent, probs, tags, [o.tags for o in outs], pairs)
 
 
 def label_subsets(teachers: Sequence[Teacher], batch: list[Sentence], subsets: list[list[int]], labels: list[str],
                   temperature: float, kind: str, decode_probs: bool = False,
-                  batch_size: int = 32) -> list[list[Labelled]]:  # fmt: skip
+                  batch_size: int = 32, edges: bool = False) -> list[list[Labelled]]:  # fmt: skip
     """Teacher k labels ``batch[i]`` for i in ``subsets[k]``; teachers sharing an encoder embed each sentence once."""
     out: list = [None] * len(teachers)
     for group in _groups(teachers):
         cls = type(teachers[group[0]])
         done = cls.label_group([teachers[k] for k in group], batch, [subsets[k] for k in group], labels, temperature,
-                               kind, decode_probs, batch_size)  # fmt: skip
+                               kind, decode_probs, batch_size, edges)  # fmt: skip
         for k, labelled in zip(group, done):
             out[k] = labelled
     return out
 
 
 def _label_held_out(teachers: Sequence[Teacher], batch: list[Sentence], folds: list[int], labels: list[str],
-                    temperature: float, kind: str, batch_size: int = 32) -> Iterator[TeacherRow]:  # fmt: skip
+                    temperature: float, kind: str, batch_size: int = 32,
+                    edges: bool = False) -> Iterator[TeacherRow]:  # fmt: skip
     """Cross-fitted soft labels: sentence i by member ``folds[i]``, the one that did not train on it."""
     subsets = [[i for i, f in enumerate(folds) if f == k] for k in range(len(teachers))]
     out: list = [None] * len(batch)
-    labelled_subsets = label_subsets(teachers, batch, subsets, labels, temperature, kind, False, batch_size)
+    labelled_subsets = label_subsets(teachers, batch, subsets, labels, temperature, kind, False, batch_size, edges)
     for subset, labelled in zip(subsets, labelled_subsets):
         for i, lab in zip(subset, labelled):
             out[i] = lab
     for sent, lab in zip(batch, out):
-        yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags])
+        yield TeacherRow(sent, lab.probs, lab.tags, [lab.tags], lab.edges)
 
 
 def member_sources(source: str | Path) -> list[tuple[str, str]] | None:

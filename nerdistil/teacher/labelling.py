@@ -110,6 +110,7 @@ def check_reusable_labels(cfg: TeachConfig, folder: Path, members: list[dict], f
         "label_chunk": cfg.label_chunk,
         "pretokenized": cfg.pretokenized,
         "cross_fit": cfg.cross_fit,
+        "edge_marginals": cfg.edge_marginals,
         "files": {str(p): trust.sha256(p) for p in files if p.is_file()},
     }
     stamp = folder / "inputs.json"
@@ -159,9 +160,10 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
                 held_out = folds[c * cfg.label_chunk : c * cfg.label_chunk + len(chunk)]
             with autocast(cfg, procs.device):
                 for lab in label_stream(teachers, chunk, labels, cfg.temperature, len(chunk), cfg.soft_labels,
-                                        held_out, cfg.label_batch_size):  # fmt: skip
+                                        held_out, cfg.label_batch_size, cfg.edge_marginals):  # fmt: skip
                     check_finite(lab, name, cfg)
-                    rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id))
+                    rows.append(softlabels.row(lab.sentence.tokens, lab.sentence.tags, lab.tags, lab.probs, label2id,
+                                               lab.edges))  # fmt: skip
                     if scored:
                         out.gold.append(lab.sentence.tags)
                         out.pred.append(lab.tags)

@@ -108,7 +108,7 @@ def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[st
         write_json(done, info)
         fault("NERDISTIL_FAULT_KILL_AFTER_MEMBER", k + 1)
     tag_projection(teacher.tags, labels)  # a label set mismatch fails now, before any labelling
-    teacher.check_kind(cfg.soft_labels)
+    teacher.check_kind(cfg.soft_labels, cfg.edge_marginals)
     info["tags"] = teacher.tags
     info["params"] = teacher.params
     return teacher, info
@@ -147,7 +147,7 @@ def run_teach(cfg: TeachConfig) -> dict:
                         "pass it with --teacher")  # fmt: skip
     report: dict = {"labels": labels, "temperature": cfg.temperature, "seed": cfg.seed, "ensemble": n,
                     "cross_fit": cfg.cross_fit,
-                    "soft_label_kind": cfg.soft_labels}  # fmt: skip
+                    "soft_label_kind": cfg.soft_labels, "edge_marginals": cfg.edge_marginals}  # fmt: skip
     trainer = None if given else base.trainer(device=device)  # frozen embeddings: later members reuse vectors
     words = [s.tokens for part in corpus.values() for s in part]  # a frozen encoder's vectors of them: cached
     with (
@@ -201,10 +201,10 @@ def run_teach(cfg: TeachConfig) -> dict:
             return {}  # the first process joins the chunks in input order and writes the run
         if reused:
             log.info("resume: reused %d labelled chunks", reused)
-        data = {name: softlabels.join_chunks(tmp / "labels" / name, labels) for name in parts}
+        data = {name: softlabels.join_chunks(tmp / "labels" / name, labels, cfg.edge_marginals) for name in parts}
         teachers_meta = [{"kind": m["kind"], "source": m["file"], "sha256": m["sha256"]} for m in members]
         meta = {"temperature": cfg.temperature, "kind": cfg.soft_labels, "cross_fit": cfg.cross_fit,
-                "teachers": teachers_meta}  # fmt: skip
+                "edge_marginals": cfg.edge_marginals, "teachers": teachers_meta}  # fmt: skip
         softlabels.save(data, tmp / "soft_labels", meta, cfg.shard_size)
         shutil.rmtree(tmp / "labels", ignore_errors=True)
         report["label_seconds"] = round(time.perf_counter() - t1, 1)

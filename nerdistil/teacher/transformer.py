@@ -66,10 +66,10 @@ class TransformerTeacher(Teacher):
         return self
 
     def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
-              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
+              kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32, *, edges: bool = False,
               ) -> Iterator[Labelled]:  # fmt: skip
         """Per word: softmax(logits / T) projected onto ``corpus_labels``; tags: the valid-BIO Viterbi path."""
-        self.check_kind(kind)
+        self.check_kind(kind, edges)
         proj = tag_projection(self.tags, corpus_labels)  # (K, L)
         index = {label: j for j, label in enumerate(corpus_labels)}
         words = [s.tokens for s in sentences]

@@ -14,7 +14,7 @@ import torch
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled
-from nerdistil.teacher.crf import crf_marginals, project, tag_projection
+from nerdistil.teacher.crf import crf_marginals, flair_chain, project, tag_projection
 from nerdistil.teacher.flair import vectors
 from nerdistil.teacher.flair.embeddings import all_static
 from nerdistil.teacher.flair.sentences import bio_map, teacher_tags, to_flair
@@ -61,6 +61,7 @@ def word_windows(n: int, size: int | None = None, context: int | None = None) ->
 def label(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
     batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
+    edges: bool = False,
 ) -> Iterator[Labelled]:  # fmt: skip
     """Yield soft labels and Viterbi tags for each sentence, in input order.
 
@@ -70,7 +71,9 @@ def label(
     posterior), sharpened or flattened to ``temperature`` as p^(1/T); ``hard``, the one-hot
     Viterbi path. ``decode_probs`` also returns the posteriors at T = 1 (an ensemble decodes
     through their mean: at T > 1 the flatter posteriors would over-predict entities). Batches are
-    sorted longest first because Flair packs sequences. ``flair_sentences`` (bare Flair copies of
+    sorted longest first because Flair packs sequences. ``edges`` (``posterior`` only): also the CRF's
+    marginals of adjacent tags at ``temperature``, projected onto corpus label pairs, ``Labelled.edges``
+    (a word's pair row comes from the same window as its own row). ``flair_sentences`` (bare Flair copies of
     ``sentences``, as ``to_flair`` makes them) keep their word vectors for the caller: taggers that
     share an embeddings module (``share_embeddings``) then compute them once.
 
@@ -88,30 +91,31 @@ def label(
     limit = MAX_WINDOW_WORDS  # the kind is checked by _label_batches, which every path goes through
     if all(len(s) <= limit for s in sentences):
         yield from _label_batches(tagger, sentences, corpus_labels, temperature, batch_size, kind, decode_probs,
-                                  flair_sentences)  # fmt: skip
+                                  flair_sentences, edges=edges)  # fmt: skip
         return
     short = [i for i, s in enumerate(sentences) if len(s) <= limit]
     shared = None if flair_sentences is None else [flair_sentences[i] for i in short]
     short_out = _label_batches(tagger, [sentences[i] for i in short], corpus_labels, temperature, batch_size, kind,
-                               decode_probs, shared)  # fmt: skip
+                               decode_probs, shared, edges=edges)  # fmt: skip
     for sent in sentences:
         if len(sent) <= limit:
             yield next(short_out)
         else:
-            yield _label_windowed(tagger, sent, corpus_labels, temperature, batch_size, kind, decode_probs)
+            yield _label_windowed(tagger, sent, corpus_labels, temperature, batch_size, kind, decode_probs, edges)
 
 
 def _label_windowed(tagger, sent: Sentence, corpus_labels: Sequence[str], temperature: float, batch_size: int,
-                    kind: str, decode_probs: bool) -> Labelled:  # fmt: skip
+                    kind: str, decode_probs: bool, edges: bool = False) -> Labelled:  # fmt: skip
     """One long sentence labelled window by window and joined (the rules are in ``label``'s docstring)."""
     words, n = sent.tokens, len(sent.tokens)
     spans = word_windows(n)
     per_batch = max(1, min(batch_size, WINDOW_BATCH_WORDS // MAX_WINDOW_WORDS))
     # frozen vectors one batch of windows at a time, so at most WINDOW_BATCH_WORDS words of them are held
     parts = _label_batches(tagger, [Sentence(words[a:b]) for a, b, _, _ in spans], corpus_labels, temperature,
-                           per_batch, kind, decode_probs, embed_group=1)  # fmt: skip
+                           per_batch, kind, decode_probs, embed_group=1, edges=edges)  # fmt: skip
     probs = np.empty((n, len(corpus_labels)), dtype=np.float32)
     probs1 = np.empty_like(probs) if decode_probs else None
+    pairs = np.empty((n - 1, len(corpus_labels), len(corpus_labels)), dtype=np.float32) if edges else None
     tags: list[str] = []
     prev_start, prev_tags = 0, []  # the window before, whose tags from word len(tags) on are not yet taken
     for k, ((a, _, keep_from, keep_to), lab) in enumerate(zip(spans, parts)):  # in order, one batch at a time
@@ -120,6 +124,9 @@ def _label_windowed(tagger, sent: Sentence, corpus_labels: Sequence[str], temper
         probs[keep_from:keep_to] = lab.probs[keep_from - a : keep_to - a]
         if probs1 is not None:
             probs1[keep_from:keep_to] = lab.decode_probs[keep_from - a : keep_to - a]
+        if pairs is not None:  # pair (w - 1, w) from word w's window; w - 1 lies in it (keep_from > a for k > 0)
+            lo = max(keep_from, 1)
+            pairs[lo - 1 : keep_to - 1] = lab.edges[lo - 1 - a : keep_to - 1 - a]
         if a > 0:  # splice the paths in the overlap [a, end of the window before)
             last = keep_from - 1  # the last word whose row came from the window before
             agree = [j for j in range(a, prev_start + len(prev_tags)) if prev_tags[j - prev_start] == lab.tags[j - a]]
@@ -133,7 +140,7 @@ def _label_windowed(tagger, sent: Sentence, corpus_labels: Sequence[str], temper
         index = {t: k for k, t in enumerate(corpus_labels)}
         probs[:] = 0
         probs[np.arange(n), [index[t] for t in tags]] = 1
-    return Labelled(probs, tags, probs1)
+    return Labelled(probs, tags, probs1, pairs)
 
 
 @functools.cache
@@ -207,16 +214,25 @@ def host_viterbi(tagger, scores: tuple, all_classes: bool, batch: list) -> tuple
         flair.device = device
 
 
-def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, kind: str,
-                      decode_probs: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:  # fmt: skip
-    """One batch's soft labels over the teacher's tags (B, T, K), the same at T = 1 (``marg1``), and its paths."""
+def _batch_posteriors(
+    tagger, scores, lengths, batch: list, temperature: float, kind: str, decode_probs: bool, edges: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], torch.Tensor | None]:
+    """One batch's soft labels (B, T, K) over the teacher's tags, at T = 1 (``marg1``), its paths and edges.
+
+    ``edges``: the adjacent-tag marginals at T, (B, T - 1, K, K); else None.
+    """  # fmt: skip
+    pair = None
+    if edges and not (tagger.use_crf and kind == "posterior"):
+        raise UserError("edge marginals come from a Flair tagger with a CRF and soft-label kind posterior")
     if tagger.use_crf:
         features, lengths, transitions = scores
         features, transitions = features.float(), transitions.float()  # autocast may give fp16
         scores = (features, lengths, transitions)  # Viterbi below decodes the fp32 scores too
         stop = tagger.label_dictionary.get_idx_for_item("<STOP>")
         start_idx = tagger.label_dictionary.get_idx_for_item("<START>")
-        marg = crf_marginals(features, lengths, start_idx, transitions[stop], temperature)
+        chain = flair_chain(features, lengths, start_idx, transitions[stop], temperature, edges)
+        marg = chain.log_unary.exp()
+        pair = chain.log_edge.exp() if edges else None
         marg1 = marg
         if decode_probs and temperature != 1:  # a second forward-backward only when asked for
             marg1 = crf_marginals(features, lengths, start_idx, transitions[stop])
@@ -249,13 +265,20 @@ def _batch_posteriors(tagger, scores, lengths, batch: list, temperature: float, 
         for b, path in enumerate(paths):
             for t, tag in enumerate(path):
                 marg[b, t, index[tag]] = 1.0
-    return marg, marg1, paths
+    return marg, marg1, paths, pair
+
+
+def project_pairs(pair: torch.Tensor, proj: np.ndarray) -> torch.Tensor:
+    """(…, K, K) teacher tag-pair marginals -> (…, L, L) corpus label pairs (Pᵀ E P), each matrix renormalised."""
+    P = torch.from_numpy(proj).to(pair.device)
+    out = P.T @ pair.float() @ P
+    return out / out.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
 
 
 def _label_batches(
     tagger, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
     batch_size: int = 32, kind: str = "posterior", decode_probs: bool = False, flair_sentences: list | None = None,
-    embed_group: int = EMBED_GROUP_BATCHES,
+    embed_group: int = EMBED_GROUP_BATCHES, edges: bool = False,
 ) -> Iterator[Labelled]:  # fmt: skip
     """``label`` without windows: each sentence whole, in batches sorted longest first, yielded in input order.
 
@@ -292,13 +315,16 @@ def _label_batches(
             # the CRF, its posteriors and the projection in fp32 even under --mixed-precision (autocast would
             # run their matmuls in fp16/bf16)
             with torch.autocast(sentence_tensor.device.type, enabled=False):
-                marg, marg1, paths = _batch_posteriors(tagger, scores, lengths, batch, temperature, kind, decode_probs)
+                marg, marg1, paths, pair = _batch_posteriors(tagger, scores, lengths, batch, temperature, kind,
+                                                             decode_probs, edges)  # fmt: skip
                 probs = project(marg, proj).cpu().numpy()
                 probs1 = project(marg1, proj).cpu().numpy() if decode_probs else None
+                pairs = project_pairs(pair, proj).cpu().numpy() if pair is not None else None
             for b, i in enumerate(idx):
                 n = len(sentences[i])
-                results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]],
-                                      None if probs1 is None else probs1[b, :n].astype(np.float32))  # fmt: skip
+                one1 = None if probs1 is None else probs1[b, :n].astype(np.float32)
+                pair_b = None if pairs is None else pairs[b, : max(n - 1, 0)].astype(np.float32)
+                results[i] = Labelled(probs[b, :n].astype(np.float32), [bio_of[t] for t in paths[b]], one1, pair_b)
             if flair_sentences is None:
                 for s in batch:
                     s.clear_embeddings()

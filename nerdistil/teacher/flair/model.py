@@ -189,6 +189,7 @@ class FlairTeacher(Teacher):
     kind = "flair"
     pickled = True
     soft_label_kinds = SOFT_LABELS
+    edge_marginals = True
     decoding = "CRF Viterbi"
 
     def __init__(self, tagger, identity: dict) -> None:
@@ -204,10 +205,10 @@ class FlairTeacher(Teacher):
 
     def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
               kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32,
-              flair_sentences: list | None = None) -> Iterator[Labelled]:  # fmt: skip
+              flair_sentences: list | None = None, *, edges: bool = False) -> Iterator[Labelled]:  # fmt: skip
         """See ``flair.label.label``; ``flair_sentences`` carry word vectors shared between members."""
         return label(self.tagger, sentences, corpus_labels, temperature, batch_size, kind, decode_probs,
-                     flair_sentences)  # fmt: skip
+                     flair_sentences, edges=edges)  # fmt: skip
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
         """Flair's own inference (``SequenceTagger.predict``, Viterbi): the teacher as people run it."""
@@ -232,15 +233,16 @@ class FlairTeacher(Teacher):
         return share_embeddings([t.tagger for t in teachers])  # type: ignore[attr-defined]
 
     @classmethod
-    def label_group(cls, teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs, batch_size=32):
+    def label_group(cls, teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs, batch_size=32,
+                    edges=False):  # fmt: skip
         """Members sharing an encoder embed each sentence once: one set of Flair sentences for all."""
         if len(teachers) == 1:
             return super().label_group(teachers, batch, subsets, corpus_labels, temperature, kind, decode_probs,
-                                       batch_size)  # fmt: skip
+                                       batch_size, edges)  # fmt: skip
         shared = to_flair(Sentence(s.tokens) for s in batch)
         try:
             return [list(t.label([batch[i] for i in sub], corpus_labels, temperature, kind, decode_probs,
-                                 batch_size, flair_sentences=[shared[i] for i in sub]))
+                                 batch_size, flair_sentences=[shared[i] for i in sub], edges=edges))
                     for t, sub in zip(teachers, subsets)]  # fmt: skip
         finally:
             for s in shared:
