@@ -76,9 +76,19 @@ CONFIGS: dict[str, dict] = {
         "distil": [{"student_layers": 4}],
     },
     "mpnet": {"teacher": {"embeddings": "mpnet-all"}, "distil": [{}]},
+    # issue 30: the CRF student (fine-tuned, and distilled with posterior KD) beside the softmax student with token
+    # KD, from the default teacher; "crf-pair" adds the pairwise term, which needs the teacher's edge marginals
+    "crf": {"teacher": {}, "finetune": [{}], "distil": [{}, {"head": "crf"}]},
+    "crf-3l": {
+        "teacher": {},
+        "finetune": [{"student_layers": 3}],
+        "distil": [{"student_layers": 3}, {"student_layers": 3, "head": "crf"}],
+    },  # fmt: skip
+    "crf-pair": {"teacher": {"edge_marginals": True}, "distil": [{"head": "crf", "alpha_pair": 1.0}]},
 }
 # distil settings with no meaning for fine-tuning: a distilled student's baseline is fine-tuned without them
-KD_ONLY = {"alpha_ce", "alpha_kd", "temperature", "kd_class_weights", "teacher_only_ratio", "min_confidence",
+KD_ONLY = {"alpha_ce", "alpha_kd", "alpha_pair", "temperature", "kd_class_weights", "teacher_only_ratio",
+           "min_confidence",
            "unlabeled"}  # fmt: skip
 
 

@@ -64,6 +64,7 @@ def _load(spec: Spec, threads: int):
     import torch
 
     from nerdistil.align import load_tokenizer
+    from nerdistil.crf import read_head
     from nerdistil.tokclf import load_classifier, predict
 
     pad_to = int(spec.padding.split(":")[1]) if spec.padding.startswith("fixed:") else None
@@ -89,9 +90,11 @@ def _load(spec: Spec, threads: int):
         disk = (Path(spec.onnx_dir) / file_name).stat().st_size
         params = None
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    # a CRF student decodes with its transitions on every backend (PyTorch: the head load_classifier attached)
+    crf = None if spec.backend == "pytorch" else read_head(Path(spec.path))
 
     def fn(batch: list[list[str]]) -> list[list[str]]:
-        return predict(model, tokenizer, batch, labels, batch_size=len(batch), pad_to=pad_to, sort=False)
+        return predict(model, tokenizer, batch, labels, batch_size=len(batch), pad_to=pad_to, sort=False, crf=crf)
 
     if params is None:
         from transformers import AutoConfig, AutoModelForTokenClassification

@@ -171,3 +171,38 @@ def test_edge_marginals_need_a_crf_teacher(crf_student, tmp_path, cli):
     code, _, err = cli("teach", "--corpus", str(CORPUS), "--out", str(tmp_path / "t"), "--teacher",
                        str(crf_student), "--edge-marginals")  # fmt: skip
     assert code == 2 and "CRF teacher" in err and not (tmp_path / "t").exists()
+
+
+def test_bench_latency_decodes_a_crf_student_with_its_transitions_on_every_backend(crf_student, tiny_teacher,
+                                                                                   tmp_path, cli):  # fmt: skip
+    """bench-latency's ONNX backends (plain Optimum graphs) decode with the head's transitions, as PyTorch does."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from nerdistil.data.conll import Sentence, write_conll
+    from nerdistil.metrics import entity_report
+    from nerdistil.tokclf import load_classifier, predict
+
+    strong = tmp_path / "strong"
+    shutil.copytree(crf_student, strong)
+    head = load_file(str(strong / "crf.safetensors"))
+    head["transitions"][0, 0] = -8.0  # O after O costs a lot: the transitions now change the tags
+    save_file(head, str(strong / "crf.safetensors"))
+    words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
+    model, tokenizer, labels = load_classifier(strong)
+    tags = predict(model, tokenizer, words, labels)
+    del model.crf
+    plain = predict(model, tokenizer, words, labels)
+    assert entity_report(tags, plain)["f1"] < 0.99  # the transitions change the entities
+    corpus = tmp_path / "own.txt"  # the CRF decoding as "gold": a backend that decodes like it scores F1 1
+    write_conll(corpus, [Sentence(w, t) for w, t in zip(words, tags)])
+
+    code, _, err = cli("bench-latency", "--teacher", tiny_teacher / "teacher.pt", "--student", strong,
+                       "--corpus", corpus, "--batch-sizes", "4", "--repeats", "1", "--warmup", "1",
+                       "--onnx", "--json", tmp_path / "b.json")  # fmt: skip
+    assert code == 0, err
+    rows = [r for r in json.loads((tmp_path / "b.json").read_text())["results"] if r["model"] == "strong"]
+    f1 = {r["backend"]: r["f1"] for r in rows}
+    assert set(f1) == {"pytorch", "onnx", "onnx-int8"}
+    assert f1["pytorch"] == 1.0 and f1["onnx"] == pytest.approx(1.0, abs=1e-9)
