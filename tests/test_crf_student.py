@@ -167,10 +167,39 @@ def test_windowed_pair_marginals_come_from_each_words_window(tiny_teacher, monke
     np.testing.assert_allclose(lab.edges.sum(1), lab.probs[1:], atol=1e-4)
 
 
-def test_edge_marginals_need_a_crf_teacher(crf_student, tmp_path, cli):
+def test_edge_marginals_need_a_crf_teacher(tiny_distilled, tmp_path, cli):
     code, _, err = cli("teach", "--corpus", str(CORPUS), "--out", str(tmp_path / "t"), "--teacher",
-                       str(crf_student), "--edge-marginals")  # fmt: skip
+                       str(tiny_distilled), "--edge-marginals")  # fmt: skip
     assert code == 2 and "CRF teacher" in err and not (tmp_path / "t").exists()
+
+
+def test_a_crf_student_as_teacher_gives_its_crf_marginals(crf_student):
+    """Its soft labels are its CRF's marginals (enumerated here), not a softmax of its emissions."""
+    import itertools
+
+    from nerdistil.data.conll import Sentence
+    from nerdistil.teacher.base import load_teacher
+    from nerdistil.tokclf import word_logits
+
+    teacher = load_teacher(crf_student)
+    assert teacher.kind == "transformer" and teacher.edge_marginals
+    words = read_conll(CORPUS / "test.txt")[0].tokens[:4]
+    labels = teacher.labels
+    (lab,) = teacher.label([Sentence(words)], labels, temperature=2.0, edges=True)
+    (logits,) = word_logits(teacher.model, teacher.tokenizer, [words], len(labels))
+    trans, start, end = (x.detach().double().numpy() for x in teacher.model.crf.scores())
+    K, n = len(labels), len(words)
+    scores = {p: (logits[0, p[0]] + start[p[0]] + sum(trans[p[t - 1], p[t]] + logits[t, p[t]] for t in range(1, n))
+                  + end[p[-1]]) / 2.0 for p in itertools.product(range(K), repeat=n)}  # fmt: skip
+    z = np.logaddexp.reduce(list(scores.values()))
+    unary, pair = np.zeros((n, K)), np.zeros((n - 1, K, K))
+    for p, sc in scores.items():
+        for t in range(n):
+            unary[t, p[t]] += np.exp(sc - z)
+        for t in range(1, n):
+            pair[t - 1, p[t - 1], p[t]] += np.exp(sc - z)
+    np.testing.assert_allclose(lab.probs, unary, atol=1e-4)
+    np.testing.assert_allclose(lab.edges, pair, atol=1e-4)
 
 
 def test_bench_latency_decodes_a_crf_student_with_its_transitions_on_every_backend(crf_student, tiny_teacher,

@@ -47,7 +47,7 @@ class Teacher(ABC):
     kind: ClassVar[str]
     pickled: ClassVar[bool] = False  # loading runs code: ``load_teacher`` checks trust first
     soft_label_kinds: ClassVar[tuple[str, ...]] = ("posterior", "hard")
-    edge_marginals: ClassVar[bool] = False  # can label adjacent-tag marginals (a CRF teacher, ``edges=True``)
+    edge_marginals: bool = False  # can label adjacent-tag marginals (a CRF teacher, ``edges=True``)
     decoding: ClassVar[str] = "valid-BIO Viterbi through the T = 1 probabilities"  # how its stored tags are made
     tags: list[str]  # the model's own tag names in index order (BIO or BIOES, maybe with CRF specials)
     identity: dict  # kind, source, sha256: what the soft-label dataset records about its teacher
@@ -101,8 +101,9 @@ class Teacher(ABC):
     def check_kind(self, kind: str, edges: bool = False) -> None:
         """A soft-label kind (or edge marginals) this teacher cannot make is a one-line error."""
         if edges and not self.edge_marginals:
-            raise UserError(f"--edge-marginals needs a CRF teacher; a {self.kind} teacher has no adjacent-tag "
-                            "marginals (its soft labels still serve a CRF student's posterior KD)")  # fmt: skip
+            raise UserError(f"--edge-marginals needs a CRF teacher (Flair, or a student trained with --head crf); "
+                            f"this {self.kind} teacher has no adjacent-tag marginals (its soft labels still serve a "
+                            "CRF student's posterior KD)")  # fmt: skip
         if edges and kind != "posterior":
             raise UserError(f"--edge-marginals goes with --soft-labels posterior, not {kind!r}")
         if kind not in self.soft_label_kinds:

@@ -93,3 +93,10 @@ def project(probs: torch.Tensor, proj: np.ndarray) -> torch.Tensor:
     """(…, K_teacher) teacher tag probabilities -> (…, L) corpus label probabilities, rows renormalised."""
     out = probs.float() @ torch.from_numpy(proj).to(probs.device)
     return out / out.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+
+
+def project_pairs(pair: torch.Tensor, proj: np.ndarray) -> torch.Tensor:
+    """(…, K, K) teacher tag-pair marginals -> (…, L, L) corpus label pairs (Pᵀ E P), each matrix renormalised."""
+    P = torch.from_numpy(proj).to(pair.device)
+    out = P.T @ pair.float() @ P
+    return out / out.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-30)

@@ -1,6 +1,7 @@
 """A Hugging Face token classifier as teacher: any fine-tuned NER model, a folder or a hub name.
 
-Soft labels are per word: the softmax at T of the word's first-subword logits, summed onto the
+Soft labels are per word: the softmax at T of the word's first-subword logits (a CRF student's CRF marginals at
+T, and its pair marginals when asked), summed onto the
 corpus's BIO labels (``crf.tag_projection``: the same name matching as for Flair, BIOES folded into
 BIO, a corpus label the model cannot produce a one-line error). Stored tags are the valid-BIO Viterbi
 path through the T = 1 probabilities. The word-level contract lets teacher and student use different
@@ -13,19 +14,30 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nerdistil import tokclf
+from nerdistil.crf import forward_backward
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.tags import decode_posteriors
 from nerdistil.teacher.base import Labelled, Teacher
-from nerdistil.teacher.crf import tag_projection
+from nerdistil.teacher.crf import project_pairs, tag_projection
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def _softmax_posteriors(logits: np.ndarray, temperature: float, edges: bool) -> tuple[np.ndarray, None]:
+    """A softmax head's per-word distributions at T (no pair marginals: its words are independent)."""
+    return _softmax(logits.astype(np.float64) / temperature), None
+
+
+def _renormalised(p: np.ndarray) -> np.ndarray:
+    return p / p.sum(-1, keepdims=True)
 
 
 class TransformerTeacher(Teacher):
@@ -38,6 +50,7 @@ class TransformerTeacher(Teacher):
         self.tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.identity = identity
         self.params = tokclf.count_parameters(model)
+        self.edge_marginals = getattr(model, "crf", None) is not None  # a CRF student as teacher
 
     @classmethod
     def load(cls, source: str, sha256: str | None = None) -> TransformerTeacher:
@@ -68,24 +81,46 @@ class TransformerTeacher(Teacher):
     def label(self, sentences: Sequence[Sentence], corpus_labels: Sequence[str], temperature: float = 1.0,
               kind: str = "posterior", decode_probs: bool = False, batch_size: int = 32, *, edges: bool = False,
               ) -> Iterator[Labelled]:  # fmt: skip
-        """Per word: softmax(logits / T) projected onto ``corpus_labels``; tags: the valid-BIO Viterbi path."""
+        """Per word: softmax(logits / T) projected onto ``corpus_labels``; tags: the valid-BIO Viterbi path.
+
+        A CRF student used as teacher (``model.crf``): its CRF marginals at T instead of the softmax (forward-
+        backward of ``nerdistil.crf``), and with ``edges`` its adjacent-tag marginals; tags: the valid-BIO path
+        through its T = 1 marginals.
+        """
         self.check_kind(kind, edges)
         proj = tag_projection(self.tags, corpus_labels)  # (K, L)
         index = {label: j for j, label in enumerate(corpus_labels)}
         words = [s.tokens for s in sentences]
+        posteriors = self._crf_posteriors if self.edge_marginals else _softmax_posteriors
         for logits in tokclf.word_logits(self.model, self.tokenizer, words, len(self.tags), batch_size):
-            p1 = _softmax(logits.astype(np.float64)) @ proj
-            p1 /= p1.sum(-1, keepdims=True)
+            p1, _ = posteriors(logits, 1.0, False)
+            p1 = _renormalised(p1 @ proj)
             tags = decode_posteriors(p1, corpus_labels)
+            pairs = None
             if kind == "hard":
                 probs = np.zeros_like(p1)
                 probs[np.arange(len(tags)), [index[t] for t in tags]] = 1.0
-            elif temperature == 1:
+            elif temperature == 1 and not edges:
                 probs = p1
             else:
-                probs = _softmax(logits.astype(np.float64) / temperature) @ proj
-                probs /= probs.sum(-1, keepdims=True)
-            yield Labelled(probs.astype(np.float32), tags, p1.astype(np.float32) if decode_probs else None)
+                probs, pairs = posteriors(logits, temperature, edges)
+                probs = _renormalised(probs @ proj)
+                if pairs is not None:
+                    pairs = project_pairs(torch.from_numpy(pairs), proj).numpy()
+            yield Labelled(probs.astype(np.float32), tags, p1.astype(np.float32) if decode_probs else None,
+                           None if pairs is None else pairs.astype(np.float32))  # fmt: skip
+
+    def _crf_posteriors(self, logits: np.ndarray, temperature: float, edges: bool):
+        """A CRF head's (words, K) marginals at T and, with ``edges``, its (words - 1, K, K) pair marginals."""
+        n, K = logits.shape
+        if n == 0:
+            return np.zeros((0, K)), (np.zeros((0, K, K)) if edges else None)
+        head = self.model.crf
+        with torch.no_grad():
+            e = torch.from_numpy(logits.astype(np.float32)).unsqueeze(0).to(head.transitions.device)
+            chain = forward_backward(*head.potentials(e, temperature), [n], edges)
+        pairs = chain.log_edge[0].exp().double().cpu().numpy() if edges else None
+        return chain.log_unary[0].exp().double().cpu().numpy(), pairs
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
         """The valid-BIO Viterbi over each window's per-word log-probabilities (as ``evaluate`` scores students)."""

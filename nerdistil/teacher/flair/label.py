@@ -14,7 +14,7 @@ import torch
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
 from nerdistil.teacher.base import Labelled
-from nerdistil.teacher.crf import crf_marginals, flair_chain, project, tag_projection
+from nerdistil.teacher.crf import crf_marginals, flair_chain, project, project_pairs, tag_projection
 from nerdistil.teacher.flair import vectors
 from nerdistil.teacher.flair.embeddings import all_static
 from nerdistil.teacher.flair.sentences import bio_map, teacher_tags, to_flair
@@ -266,13 +266,6 @@ def _batch_posteriors(
             for t, tag in enumerate(path):
                 marg[b, t, index[tag]] = 1.0
     return marg, marg1, paths, pair
-
-
-def project_pairs(pair: torch.Tensor, proj: np.ndarray) -> torch.Tensor:
-    """(…, K, K) teacher tag-pair marginals -> (…, L, L) corpus label pairs (Pᵀ E P), each matrix renormalised."""
-    P = torch.from_numpy(proj).to(pair.device)
-    out = P.T @ pair.float() @ P
-    return out / out.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
 
 
 def _label_batches(
