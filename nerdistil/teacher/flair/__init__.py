@@ -49,9 +49,31 @@ _QUIET = _Quiet()
 
 
 def quiet_console(verbose: bool | None = None) -> None:
-    """Put the filter on Flair's console handlers (not its training.log); ``verbose`` keeps every line."""
+    """Put the filter on Flair's console handlers (not its training.log); ``verbose`` keeps every line.
+
+    Flair's own progress bars (its dev evaluation each epoch, its corpus statistics) are drawn only on a terminal:
+    in a log file they were 60 lines of ``0/4 [00:00<?, ?it/s]`` a teacher run.
+    """
     if verbose is not None:
         _Quiet.verbose = verbose or os.environ.get("NERDISTIL_VERBOSE") == "1"
     for handler in logging.getLogger("flair").handlers:
         if type(handler) is logging.StreamHandler and _QUIET not in handler.filters:
             handler.addFilter(_QUIET)
+    _terminal_only_bars()
+
+
+def _terminal_only_bars() -> None:
+    """Flair's ``Tqdm.tqdm`` with ``disable=None`` (tqdm: no bar where the stream is not a terminal) unless verbose."""
+    from flair.file_utils import Tqdm
+
+    if getattr(Tqdm.tqdm, "nerdistil", False):
+        return
+    original = Tqdm.tqdm
+
+    def tqdm(*args, **kwargs):
+        if not _Quiet.verbose:
+            kwargs["disable"] = True if kwargs.get("disable") else None
+        return original(*args, **kwargs)
+
+    tqdm.nerdistil = True  # type: ignore[attr-defined]
+    Tqdm.tqdm = staticmethod(tqdm)  # type: ignore[method-assign]
