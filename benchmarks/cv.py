@@ -1,6 +1,7 @@
 """k-fold cross-validation of teachers and students over all 2,394 bundled WNUT-16 tweets (issue 17).
 
     HF_HUB_OFFLINE=1 python benchmarks/cv.py --configs default quick default-4l
+    HF_HUB_OFFLINE=1 python benchmarks/cv.py --configs crf crf-3l    # issue 30: CRF student against softmax
 
 The tweets are cut into k folds (default 5, fold seed 13, ``nerdistil.data.wnut16.write_folds``): in fold i,
 fold i is the test set, fold (i + 1) mod k the dev set and the rest the train set (about 1,436 / 479 / 479
@@ -138,7 +139,17 @@ def plan(names: Sequence[str], configs: dict[str, dict] | None = None) -> dict:
     pairs += [{"kind": "teacher B's student - teacher A's", "ref": a, "cand": b}
               for a, b in itertools.combinations(distilled, 2)
               if students[a]["over"] == students[b]["over"]]  # fmt: skip
+    pairs += [{"kind": "CRF head - softmax head", "ref": a, "cand": b}
+              for a in distilled for b in distilled if _crf_partner(students[a], students[b])]  # fmt: skip
     return {"teachers": teachers, "students": students, "pairs": pairs}
+
+
+def _crf_partner(softmax: dict, crf: dict) -> bool:
+    """Whether ``crf`` is ``softmax`` with a CRF head (issue 30): same teacher, same settings but the head's."""
+    head_only = {"head", "alpha_pair"}
+    return (softmax["teacher"] == crf["teacher"] and softmax["over"].get("head", "softmax") == "softmax"
+            and crf["over"].get("head") == "crf"
+            and {k: v for k, v in crf["over"].items() if k not in head_only} == softmax["over"])  # fmt: skip
 
 
 def read_report(folder: Path) -> dict | None:

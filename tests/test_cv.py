@@ -49,6 +49,20 @@ def test_plan_shares_fine_tuned_students_and_pairs():
     assert kinds.count("teacher B's student - teacher A's") == 1
 
 
+def test_plan_pairs_the_crf_student_with_the_softmax_one():
+    p = cv.plan(["crf", "crf-3l"])
+    assert len(p["teachers"]) == 1
+    crf_pairs = [(q["ref"], q["cand"]) for q in p["pairs"] if q["kind"] == "CRF head - softmax head"]
+    assert crf_pairs == [
+        ("distil__teacher", "distil_head-crf__teacher"),
+        ("distil3__teacher", "distil3_head-crf__teacher"),
+    ]
+    # the CRF student distilled is compared with the CRF student fine-tuned (CRF without KD)
+    assert {"ref": "finetune_head-crf", "cand": "distil_head-crf__teacher", "kind": "distilled - fine-tuned"} in p[
+        "pairs"
+    ]
+
+
 def test_folds_partition_the_sentences(setup):
     root, _, sentences, first = setup
     folds = json.loads((root / "out" / "folds" / "folds.json").read_text())
