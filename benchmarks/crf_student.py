@@ -9,10 +9,10 @@ student is trained five ways (``VARIANTS``): fine-tuned on gold with a softmax h
 with a softmax head (token KD, today's default), with a CRF head and posterior KD (Wang et al. 2020), and with the
 pairwise term added (``--alpha-pair``). A run folder holding ``report.json`` is reused, so a rerun only trains
 what is missing. Every student then tags the test split through ``nerdistil.deploy.loader.load_tagger`` (a CRF
-student decodes with its transitions) and the script writes ``benchmarks/results/crf_student[_Nl].json`` and the
-``crf-student`` section of ``benchmarks/RESULTS.md``: dev and test F1 (mean ± sd over seeds), the share of the
-teacher's test F1, each variant against softmax + token KD (pooled over seeds, 95% paired bootstrap CI over
-tweets, ``cv.compare``) and per-type F1.
+student decodes with its transitions) and the script writes ``benchmarks/results/NAME.json`` and the NAME
+section of ``benchmarks/RESULTS.md`` (``--name``, default ``crf_student``, ``crf_student_3l`` with ``--layers 3``):
+dev and test F1 (mean ± sd over seeds), the share of the teacher's test F1, each variant against softmax + token
+KD (pooled over seeds, 95% paired bootstrap CI over tweets, ``cv.compare``) and per-type F1.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
     ap.add_argument("--out", default="runs/crfkd")
     ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws of the paired CIs")
+    ap.add_argument("--name", default=None, help="results JSON and RESULTS.md section name (default: crf_student, "
+                    "crf_student_3l for --layers 3)")  # fmt: skip
     args = ap.parse_args(argv)
 
     run = cfgmod.load(RunConfig, args.config, "run")
@@ -116,12 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"config": args.config, "seeds": args.seeds, "layers": args.layers or 6, "alpha_pair": args.alpha_pair,
                "teacher": {"test_f1": t_sum["pooled_f1"], "dev_f1": teacher["scores"]["dev"]["f1"],
                            "per_type": t_sum["per_type"]}, "variants": rows}  # fmt: skip
-    suffix = f"_{args.layers}l" if args.layers else ""
+    name = args.name or "crf_student" + (f"_{args.layers}l" if args.layers else "")
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path(f"benchmarks/results/crf_student{suffix}.json").write_text(json.dumps(results, indent=1, default=str))
+    Path(f"benchmarks/results/{name}.json").write_text(json.dumps(results, indent=1, default=str))
     command = "HF_HUB_OFFLINE=1 python benchmarks/crf_student.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    update_section("benchmarks/RESULTS.md", f"crf-student{suffix}", f"CRF student and structure-level KD, "
-                   f"{results['layers']}-layer student, bundled split", table(results, command))  # fmt: skip
+    update_section("benchmarks/RESULTS.md", name.replace("_", "-"), f"CRF student and structure-level KD, "
+                   f"{results['layers']}-layer student, bundled split, {len(args.seeds)} seed(s)",
+                   table(results, command))  # fmt: skip
     print(table(results, command))
     return results
 
