@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, m in models.items():
         rows[name] = {
             "head": m["meta"].get("head", "softmax"),
-            "quantization": m["meta"].get("quantization"),
+            "quantization": m["meta"].get("gate", {}).get("chosen"),
             "p50_ms_batch1": float(np.percentile(batch1[name], 50)),
             "p95_ms_batch1": float(np.percentile(batch1[name], 95)),
             "tweets_per_s_batch32": statistics.median(batch32[name]),
