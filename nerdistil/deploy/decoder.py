@@ -134,7 +134,7 @@ def build_decoder(
     Returns:
         The checked ONNX model.
     """
-    from nerdistil.tags import bio_transitions
+    from nerdistil.tags import bio_scores, bio_transitions
 
     if opset < 13:
         raise ValueError(f"opset {opset}: the decoder needs opset 13 or newer")
@@ -148,10 +148,9 @@ def build_decoder(
     # round), so every row ends at the last step and the Scan body needs no mask
     K = L + 1
     trans = np.full((K, K), FORBIDDEN, dtype=np.float32)  # (K, K) [from, to]
-    learned, start, end = crf if crf is not None else (np.zeros((L, L)), np.zeros(L), np.zeros(L))
-    allowed = bio_transitions(labels)
-    trans[:L, :L] = np.where(allowed[:L], learned, FORBIDDEN)
-    trans[L, :L] = np.where(allowed[L], start, FORBIDDEN)  # row L = sentence start
+    learned, start, end = (np.where(np.isneginf(x), FORBIDDEN, x) for x in bio_scores(bio_transitions(labels), crf))
+    trans[:L, :L] = learned
+    trans[L, :L] = start  # row L = sentence start
     trans[L, L] = 0.0
     init = np.full(K, FORBIDDEN, dtype=np.float32)  # (K,): in the start label before the first step
     init[L] = 0.0

@@ -92,21 +92,17 @@ class TransformerTeacher(Teacher):
         index = {label: j for j, label in enumerate(corpus_labels)}
         words = [s.tokens for s in sentences]
         posteriors = self._crf_posteriors if self.edge_marginals else _softmax_posteriors
+        at = 1.0 if kind == "hard" else temperature  # hard labels are the T = 1 path, one-hot
         for logits in tokclf.word_logits(self.model, self.tokenizer, words, len(self.tags), batch_size):
-            p1, _ = posteriors(logits, 1.0, False)
-            p1 = _renormalised(p1 @ proj)
+            probs, pairs = posteriors(logits, at, edges)  # one forward-backward gives both (a CRF)
+            probs = _renormalised(probs @ proj)
+            p1 = probs if at == 1 else _renormalised(posteriors(logits, 1.0, False)[0] @ proj)
             tags = decode_posteriors(p1, corpus_labels)
-            pairs = None
             if kind == "hard":
                 probs = np.zeros_like(p1)
                 probs[np.arange(len(tags)), [index[t] for t in tags]] = 1.0
-            elif temperature == 1 and not edges:
-                probs = p1
-            else:
-                probs, pairs = posteriors(logits, temperature, edges)
-                probs = _renormalised(probs @ proj)
-                if pairs is not None:
-                    pairs = project_pairs(torch.from_numpy(pairs), proj).numpy()
+            if pairs is not None:
+                pairs = project_pairs(torch.from_numpy(pairs), proj).numpy()
             yield Labelled(probs.astype(np.float32), tags, p1.astype(np.float32) if decode_probs else None,
                            None if pairs is None else pairs.astype(np.float32))  # fmt: skip
 
