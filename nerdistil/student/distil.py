@@ -34,10 +34,10 @@ class StudentData:
         self.meta: dict = {}
         self.train: list[Sentence] = []
         self.probs: list[np.ndarray] | None = None
-        self.edges: list[np.ndarray | None] | None = None  # the teacher's pair marginals, when the labels hold them
+        self.edges: list[np.ndarray | None] | None = None  # the teacher's pair marginals (alpha_pair), when stored
         self.evals: dict[str, list[Sentence]] = {}
         if cfg.soft_labels:
-            self._from_soft_labels(Path(cfg.soft_labels), distil, cfg.unlabeled)
+            self._from_soft_labels(Path(cfg.soft_labels), distil, cfg.unlabeled, bool(cfg.alpha_pair))
         elif cfg.corpus and not distil:
             self._from_corpus(cfg)
         else:
@@ -46,7 +46,7 @@ class StudentData:
         if not any(s.tags for s in self.train) and not distil:
             raise UserError("fine-tuning needs gold tags, and the training data has none")
 
-    def _from_soft_labels(self, folder: Path, distil: bool, unlabeled: bool) -> None:
+    def _from_soft_labels(self, folder: Path, distil: bool, unlabeled: bool, pairs: bool = False) -> None:
         if not folder.exists():
             raise UserError("no such folder; pass the --out folder of a `nerdistil teach` run", folder)
         sl = folder / "soft_labels" if (folder / "soft_labels").is_dir() else folder
@@ -60,7 +60,8 @@ class StudentData:
         parts = ["train"] + (["unlabeled"] if distil and unlabeled and "unlabeled" in ds else [])
         probs: list[np.ndarray] = []
         edges: list[np.ndarray] = []
-        with_edges = distil and all("edges" in ds[part].column_names for part in parts)
+        # pair marginals (labels² a word) are read only for the pairwise term that uses them
+        with_edges = distil and pairs and all("edges" in ds[part].column_names for part in parts)
         for part in parts:
             for row in softlabels.rows(ds[part]):  # Arrow batches, unpacked once per batch
                 tags = [self.labels[i] for i in row["tags"]] if row["has_gold"] else None
