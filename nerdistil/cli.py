@@ -113,8 +113,8 @@ def export_cmd(
     student: Annotated[Path, Argument(help="A `distil` or `finetune` output folder.")],
     out: Annotated[Path, Option(help="Export folder to write (atomically): model.onnx, tokenizer, nerdistil.json.")],
     quantize: Annotated[str, Option(help="none: fp32; int8: dynamic int8 (per-channel), exit 2 if the gate refuses "
-        "it; auto: int8, else per-tensor int8, else fp32, the first to pass the gate (--min-agreement and "
-        "--max-f1-drop).")] = "auto",
+        "it; auto: int8, else per-tensor int8 (only after a dev refusal), else fp32, the first to pass the gate "
+        "(--min-agreement and --max-f1-drop).")] = "auto",
     corpus: Annotated[OPath, Option(help="Gold CoNLL file for the dev check (default: the student's dev).")] = None,
     max_f1_drop: Annotated[float, Option(help="Refuse int8 when the 95% CI of its dev F1 difference against the "
         "PyTorch student lies entirely below minus this.")] = 0.01,

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nerdistil.errors import UserError
+from nerdistil.progress import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,8 @@ def train(
         batches_done = done
         # disable=None: a bar on a terminal, none in log files or on non-main processes
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=None if acc.is_local_main_process else True)
-        beat = _Heartbeat(epoch, cfg.epochs, len(train_loader), done, bar.disable and acc.is_local_main_process)
+        quiet = bool(bar.disable) and acc.is_local_main_process  # no bar drawn: a log line a minute instead
+        beat = Heartbeat(f"epoch {epoch}/{cfg.epochs}", len(train_loader), "batches", done, on=quiet)
         for batch in bar:
             with acc.accumulate(model):
                 loss, parts = loss_fn(model, batch)
@@ -341,7 +343,7 @@ def train(
                 writer.add_scalar("losses/cum_avg_loss_epoch", sums["loss"] / n, step)
                 writer.add_scalar("learning_rate/lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
-            beat.tick(batches_done, sums["loss"] / n)
+            beat.tick(batches_done, f"loss {sums['loss'] / n:.4f}")
             if acc.sync_gradients and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save(epoch, batches_done)
         record = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}}
@@ -373,22 +375,3 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, result
-
-
-class _Heartbeat:
-    """Where tqdm draws no bar (a log file): one progress line a minute, with the loss so far and an ETA."""
-
-    def __init__(self, epoch: int, epochs: int, total: int, done: int, on: bool, every_s: float = 60.0) -> None:
-        self.epoch, self.epochs, self.total, self.start, self.on, self.every_s = epoch, epochs, total, done, on, every_s
-        self.t0 = self.last = time.perf_counter()
-
-    def tick(self, done: int, loss: float) -> None:
-        """Log progress if a minute passed since the last line."""
-        now = time.perf_counter()
-        if not self.on or now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = (done - self.start) / (now - self.t0)
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        log.info("epoch %d/%d: %d/%d batches, loss %.4f, about %.0f s left in the epoch", self.epoch, self.epochs,
-                 done, self.total, loss, eta)  # fmt: skip

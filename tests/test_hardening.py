@@ -377,11 +377,34 @@ def test_preprocess_never_overwrites_its_input(cli, tmp_path):
 
 def test_training_without_a_terminal_logs_progress_inside_an_epoch(caplog):
     """tqdm draws nothing in a log file: a heartbeat line (batches, loss, time left) keeps a long epoch visible."""
-    from nerdistil.trainer import _Heartbeat
+    from nerdistil.progress import Heartbeat
 
-    beat = _Heartbeat(epoch=2, epochs=8, total=100, done=0, on=True, every_s=0.0)
+    beat = Heartbeat("epoch 2/8", total=100, unit="batches", on=True, every_s=0.0)
     with caplog.at_level("INFO", logger="nerdistil"):
-        beat.tick(40, 0.5)
-        _Heartbeat(2, 8, 100, 0, on=False, every_s=0.0).tick(50, 0.5)  # a terminal has tqdm's bar instead
+        beat.tick(40, "loss 0.5000")
+        Heartbeat("epoch 2/8", 100, "batches", on=False, every_s=0.0).tick(50)  # a terminal has tqdm's bar instead
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith("epoch 2/8: 40/100 batches, loss 0.5000, about ")
+
+
+def test_heartbeat_estimates_from_the_average_rate_and_ignores_reused_items(caplog, monkeypatch):
+    """A slow first item must not read as hours left (issue 28: `1/1915 [00:02<1:17:03]` in a log); reused chunks
+    (a resumed run) do not count as work done; nothing is logged before a minute has passed."""
+    from nerdistil import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    beat = progress.Heartbeat("labelling train", total=1915, unit="sentences")
+    beat.skip(500)  # labelled before an interruption
+    with caplog.at_level("INFO", logger="nerdistil"):
+        clock[0] = 2.0
+        assert not beat.tick(501)  # the first (slow) item: under a minute, no line
+        clock[0] = 60.0
+        assert beat.tick(1100)  # 600 sentences in 60 s: 10/s, 815 left -> 82 s
+        clock[0] = 61.0
+        assert not beat.tick(1110)  # throttled
+        clock[0] = 120.0
+        assert beat.tick(1915)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["labelling train: 1100/1915 sentences, about 1 min 22 s left",
+                     "labelling train: 1915/1915 sentences, about 0 s left"]  # fmt: skip

@@ -26,6 +26,7 @@ from nerdistil import softlabels, trust
 from nerdistil.config import TeachConfig
 from nerdistil.data.conll import Sentence
 from nerdistil.errors import UserError
+from nerdistil.progress import Heartbeat
 from nerdistil.runio import write_json
 from nerdistil.teacher.base import Teacher
 from nerdistil.teacher.ensemble import TeacherRow, label_stream
@@ -142,8 +143,11 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
     stream = iter(sents)
     n = len(teachers)
     share = f", process {procs.rank + 1} of {procs.world}" if procs.world > 1 else ""
-    bar = tqdm(total=total, desc=f"labelling {name}" + (f" ({n} members)" if n > 1 else "") + share,
-               unit=" sentences", disable=procs.rank != 0)  # fmt: skip
+    what = f"labelling {name}" + (f" ({n} members)" if n > 1 else "") + share
+    # a bar on a terminal; in a log file a line a minute (a bar's first estimate there reads hours: issue 28)
+    bar = tqdm(total=total, desc=what, unit=" sentences", disable=None if procs.rank == 0 else True)
+    beat = Heartbeat(what, total, "sentences", on=bool(bar.disable) and procs.rank == 0)
+    seen = 0  # tqdm counts nothing where it is disabled
     try:  # the bar ends its line before an error is printed
         for c in itertools.count():
             chunk = list(itertools.islice(stream, cfg.label_chunk))
@@ -153,6 +157,8 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
             if not procs.mine(c) or done.is_dir():  # another process's, or labelled before an interruption
                 out.reused += procs.mine(c)
                 bar.update(len(chunk))
+                seen += len(chunk)
+                beat.skip(len(chunk))
                 continue
             rows = []
             held_out = None  # --cross-fit: each train sentence labelled by the member that did not see it
@@ -170,6 +176,8 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
                         for k, tags in enumerate(lab.member_tags):
                             out.member_pred[k].append(tags)
                     bar.update(1)
+                    seen += 1
+                    beat.tick(seen)
             softlabels.save_chunk(rows, labels, done)
             fault("NERDISTIL_FAULT_KILL_AFTER_CHUNK", c + 1)
     finally:
