@@ -103,13 +103,18 @@ def export(student: Path, out: Path, meta: dict) -> None:
                    ("graph", "dev F1", "F1 - PyTorch F1", "95% CI of the difference", "dev word agreement",
                     f"span F1 vs fp32 (min {gate.get('min_agreement', '-')})", "gate", "p50 ms (batch 1)",
                     "MB"))  # fmt: skip
-    table.add_row("PyTorch student", f"{gate['pytorch_f1']:.4f}", "-", "-", "-", "-", "-", "-", "-")
+
+    def num(v: float | None, spec: str = ".4f") -> str:  # null: undefined (no gold entities)
+        return "undefined" if v is None else format(v, spec)
+
+    table.add_row("PyTorch student", num(gate["pytorch_f1"]), "-", "-", "-", "-", "-", "-", "-")
     for c in gate["candidates"]:
         lo, hi = c["ci95"]
         a = c.get("agreement_f1")
         span = ("reference" if agree else "-") if c["name"] == "fp32" else "undefined" if a is None else f"{a:.4f}"
         verdict = "kept" if c["name"] == gate["chosen"] else "refused" if c.get("refused") else "-"
-        table.add_row(c["name"], f"{c['f1']:.4f}", f"{-c['drop']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]",
+        ci = "undefined" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
+        table.add_row(c["name"], num(c["f1"]), num(c["f1_diff"], "+.4f"), ci,
                       f"{c['word_agreement']:.4f}", span, verdict, f"{c['p50_ms_batch1']:.2f}",
                       f"{c['mb']:.1f}")  # fmt: skip
     wide = _wide(180)

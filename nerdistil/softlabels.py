@@ -17,6 +17,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,27 @@ def build(rows: Iterable[dict], labels: Sequence[str], cache_dir: Path) -> Datas
                                   fingerprint=uuid.uuid4().hex)  # fmt: skip
 
 
+@contextmanager
+def _no_bars() -> Iterator[None]:
+    """Without datasets' "Saving the dataset" bars: a save takes milliseconds, and each bar stays in a log file."""
+    import datasets
+
+    was_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+
+
 def save_chunk(rows: list[dict], labels: Sequence[str], folder: Path) -> None:
     """Write one chunk of labelled rows as its own Arrow dataset, atomically (a killed run leaves no half chunk)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     edges = bool(rows) and "edges" in rows[0]
-    Dataset.from_list(rows, features=features(labels, edges)).save_to_disk(str(tmp))
+    with _no_bars():
+        Dataset.from_list(rows, features=features(labels, edges)).save_to_disk(str(tmp))
     os.replace(tmp, folder)
 
 
@@ -148,7 +164,8 @@ def save(splits: dict[str, Dataset], folder: Path, meta: dict, max_shard_size: s
     """Write the splits as one DatasetDict, each split carrying ``meta`` (temperature, kind, teachers)."""
     for ds in splits.values():
         ds.info.description = json.dumps({META_KEY: meta}, sort_keys=True)
-    DatasetDict(splits).save_to_disk(str(folder), max_shard_size=max_shard_size)
+    with _no_bars():
+        DatasetDict(splits).save_to_disk(str(folder), max_shard_size=max_shard_size)
 
 
 def meta(ds: Dataset | DatasetDict) -> dict:

@@ -249,8 +249,34 @@ def test_no_fp32_entities_means_no_evidence(tiny_distilled, tmp_path, cli):
     assert '"agreement_f1": null' in text and raw["agreement"]["kind"] == "tweets"
     assert raw["agreement"]["tweets"] == 3 and raw["agreement"]["fp32_entities"] == 0
     assert raw["chosen"] == "fp32" and "no evidence" in raw["decision"]
-    assert [c["agreement_f1"] for c in raw["candidates"]] == [None, None, None]
+    assert [c["agreement_f1"] for c in raw["candidates"]] == [None, None]  # per-tensor: not tried
     assert all("no evidence" in c["refused"] for c in raw["candidates"][1:])
+
+
+def test_gate_refuses_a_dev_corpus_without_entities_of_the_models_types(tiny_distilled, tmp_path, cli):
+    """A gold corpus whose entities are all of types the model lacks (or that has none) gives F1 0 against 0: no
+    evidence. int8 is then not decided on it (one line, exit 2, nothing written); --quantize none exports, with the
+    undefined F1s stored as null, not 0.0."""
+    from nerdistil.data.conll import Sentence, write_conll
+
+    sents = read_conll(CORPUS / "dev.txt")
+    other = tmp_path / "other_types.txt"  # the same tweets, every entity of an unknown type
+    write_conll(other, [Sentence(s.tokens, [t[:2] + "zzz" if t != "O" else t for t in s.tags]) for s in sents])
+    none = tmp_path / "no_entities.txt"
+    write_conll(none, [Sentence(s.tokens, ["O"] * len(s.tokens)) for s in sents])
+    for gold in (other, none):
+        for quantize in ("auto", "int8"):
+            code, _, err = cli("export", tiny_distilled, "--out", tmp_path / "e", "--quantize", quantize,
+                               "--corpus", gold, "--bootstrap", "20")  # fmt: skip
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+            assert "no gold entity of the model's types" in err and "--quantize none" in err
+            assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e*"))
+    code, out, err = cli("export", tiny_distilled, "--out", tmp_path / "n", "--quantize", "none", "--corpus", none)
+    assert code == 0, err
+    text = (tmp_path / "n" / "nerdistil.json").read_text()
+    gate = json.loads(text)["gate"]
+    assert gate["pytorch_f1"] is None and gate["candidates"][0]["f1"] is None and '"f1": null' in text
+    assert "undefined" in out and gate["chosen"] == "fp32"
 
 
 def test_predict_streams_in_order(exported, tiny_distilled, tmp_path, cli):

@@ -191,6 +191,7 @@ def test_first_run_log_keeps_a_progress_line_a_minute(tmp_path):
         "0it [",
         " sentences/s]",
         "sentences [",
+        "Saving the dataset",
     ):  # Flair's and the labelling's progress bars, which a log file is not the place for
         assert chatter not in log, chatter
     loud = subprocess.run([*base, "--out", str(tmp_path / "v"), "--verbose"], capture_output=True, text=True, env=env,

@@ -216,9 +216,14 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
         student, agreement_corpus, agreement_pretokenized, seed, min_agreement_tweets)  # fmt: skip
     model, tokenizer, labels = load_classifier(student)
     crf = read_head(student)  # a CRF student's transitions go into the graph's decoder
+    evidence = _n_entities(gold, {lab[2:] for lab in labels if lab != "O"})
+    if not evidence and quantize != "none":
+        raise UserError(f"the gate's dev corpus ({name}) holds no gold entity of the model's types, so F1 on it is "
+                        "undefined and cannot check int8; pass --corpus FILE with gold entities of those types, or "
+                        "--quantize none")  # fmt: skip
     log.info("gate: the PyTorch student tags %d sentences of %s", len(words), name)
     ref = predict(model, tokenizer, words, labels)
-    ref_f1 = entity_report(gold, ref)["f1"]
+    ref_f1 = entity_report(gold, ref)["f1"] if evidence else None  # undefined without gold entities: null
     positions = encoder_positions(model.config)
     limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions)
     settings = {"max_length": limit, "unk_token": tokenizer.unk_token, "pad_token_id": tokenizer.pad_token_id,
@@ -247,9 +252,13 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
             shutil.copy(tmp / cand.file, tmp / MODEL)  # the Tagger loads MODEL
             tagger = Tagger(tmp)
             pred, _ = tagger.decode(words)
-            cand.f1 = entity_report(gold, pred)["f1"]
-            diff, lo, hi = paired_bootstrap(gold, ref, pred, draws, seed)
-            cand.f1_diff, cand.drop, cand.ci95 = diff, -diff, (lo, hi)
+            if evidence:
+                cand.f1 = entity_report(gold, pred)["f1"]
+                diff, lo, hi = paired_bootstrap(gold, ref, pred, draws, seed)
+                cand.f1_diff, cand.drop, cand.ci95 = diff, -diff, (lo, hi)
+            else:  # --quantize none on a corpus without gold entities: the F1s are undefined, stored as null
+                cand.f1 = cand.f1_diff = cand.drop = None  # type: ignore[assignment]
+                cand.ci95 = (None, None)  # type: ignore[assignment]
             same = sum(a == b for p, q in zip(pred, ref) for a, b in zip(p, q))
             cand.word_agreement = same / max(1, sum(len(p) for p in ref))
             if agreement is not None and (cand_name == "fp32" or agreement["fp32_entities"]):
@@ -263,9 +272,10 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
             cand.p50_ms_batch1 = _p50_batch1(tagger, words)
             cand.mb = (tmp / cand.file).stat().st_size / 2**20
             tried.append(cand)
-            log.info("gate: %s dev F1 %.4f (PyTorch %.4f, difference %+.4f, 95%% CI [%+.4f, %+.4f]), agreement F1 "
-                     "with fp32 %s", cand.name, cand.f1, ref_f1, diff, lo, hi,
-                     "-" if cand.agreement_f1 is None else f"{cand.agreement_f1:.4f}")  # fmt: skip
+            if evidence:
+                log.info("gate: %s dev F1 %.4f (PyTorch %.4f, difference %+.4f, 95%% CI [%+.4f, %+.4f]), agreement "
+                         "F1 with fp32 %s", cand.name, cand.f1, ref_f1, diff, lo, hi,
+                         "-" if cand.agreement_f1 is None else f"{cand.agreement_f1:.4f}")  # fmt: skip
             if cand.name != "fp32":
                 cand.refused = _refusal(cand, agreement, min_agreement, max_f1_drop)  # type: ignore[arg-type]
                 if cand.refused is None:

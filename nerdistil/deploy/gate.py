@@ -151,7 +151,8 @@ def agreement_set(student: Path, path: str | Path | None = None, pretokenized: b
     return info, words
 
 
-def _n_entities(tags: list[list[str]]) -> int:
+def _n_entities(tags: list[list[str]], types: set[str] | None = None) -> int:
+    """Entities in ``tags`` (only those of ``types`` when given)."""
     from seqeval.metrics.sequence_labeling import get_entities
 
-    return sum(len(get_entities(t)) for t in tags)
+    return sum(types is None or e[0] in types for t in tags for e in get_entities(t))
