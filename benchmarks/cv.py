@@ -520,7 +520,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     ap.add_argument("--json", default="benchmarks/results/cv.json", help="results JSON ('' : none)")
     ap.add_argument("--results-md", default="benchmarks/RESULTS.md", help="RESULTS.md to update ('' : none)")
+    ap.add_argument("--section", default="cv", help="the RESULTS.md section to write (keeps other CV tables)")
+    ap.add_argument("--from-json", default=None, help="write the table of a finished results JSON; run nothing")
     args = ap.parse_args(argv)
+    if args.from_json:  # e.g. a run that was given --results-md ''
+
+        def int_keys(v):  # JSON wrote the fold numbers of per-fold dicts as strings
+            if isinstance(v, dict):
+                return {int(k) if isinstance(k, str) and k.isdigit() else k: int_keys(x) for k, x in v.items()}
+            return [int_keys(x) for x in v] if isinstance(v, list) else v
+
+        results = int_keys(json.loads(Path(args.from_json).read_text()))
+        body = table(results, results["command"])
+        if args.results_md:
+            update_section(args.results_md, args.section, f"{results['k']}-fold cross-validation over all bundled "
+                           "tweets", body)  # fmt: skip
+        print(body)
+        return results
     t0 = time.perf_counter()
     command = "HF_HUB_OFFLINE=1 python benchmarks/cv.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(command, flush=True)
@@ -537,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.results_md:
-        update_section(args.results_md, "cv", f"{args.k}-fold cross-validation over all bundled tweets", body)
+        update_section(args.results_md, args.section, f"{args.k}-fold cross-validation over all bundled tweets", body)
     print(body)
     print(f"{command}\ntotal {time.perf_counter() - t0:.0f} s")
     return results
