@@ -104,9 +104,13 @@ def test_killed_ensemble_reuses_its_trained_members(tmp_path):
     r = nerdistil(*common, "--out", tmp_path / "b", env={"NERDISTIL_FAULT_KILL_AFTER_MEMBER": "1"})
     assert r.returncode == -signal.SIGKILL and not (tmp_path / "b").exists()
     first = json.loads((tmp_path / ".b.partial" / "members" / "0.json").read_text())
+    stale = tmp_path / ".b.partial" / "teacher1"  # member 2 killed mid-training leaves Flair's work folder
+    stale.mkdir(exist_ok=True)
+    (stale / "best-model.pt").write_bytes(b"half-trained")
     r = nerdistil(*common, "--out", tmp_path / "b", "--resume")
     assert r.returncode == 0, r.stderr
     assert "reusing trained member 1" in r.stderr
+    assert "There should be no best model" not in r.stderr  # the stale folder was cleared, not warned about
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["members"][0]["sha256"] == first["sha256"]
     # members are seeded one by one, so the resumed ensemble is the uninterrupted one
