@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
             reports.append(student(args.config, "distil", run_dir, seed, **over))
             preds[k][seed] = {0: fold_tags(run_dir, test, run_dir / "test_tags.json", teacher=False)}
         t_rep = json.loads((t_dir / "report.json").read_text())
-        rows[k] = {"transfer_tweets": k * n_train, "teacher_test_tags_equal_0x": t_tags == t0_tags,
+        made = t_rep.get("soft_labels", {}).get("splits", {}).get("unlabeled", 0)  # augment drops repeats
+        rows[k] = {"transfer_tweets": made, "gold_train_tweets": n_train,
+                   "teacher_test_tags_equal_0x": t_tags == t0_tags,
                    "teacher_test_f1": t_rep["scores"]["test"]["f1"], "teacher_dev_f1": t_rep["scores"]["dev"]["f1"],
                    "dev_f1": [r["scores"]["dev"]["f1"] for r in reports],
                    "test_f1": [r["scores"]["test"]["f1"] for r in reports],
