@@ -88,7 +88,7 @@ def _member(cfg: TeachConfig, k: int, given: list[base.Teacher], corpus: dict[st
         if "dev" not in corpus:
             raise UserError("training a teacher needs dev.txt to choose the best epoch", cfg.corpus)
         work = tmp / f"teacher{k}"
-        shutil.rmtree(work, ignore_errors=True)  # an interrupted run's half-trained member: Flair warns of its files
+        shutil.rmtree(work, ignore_errors=True)  # an interrupted run's half-trained member: start clean
         t0 = time.perf_counter()
         train = corpus["train"] if folds is None else [s for s, f in zip(corpus["train"], folds) if f != k]
         teacher, best = trainer.train(train, corpus["dev"], dataclasses.replace(cfg, seed=cfg.seed + k), work,
