@@ -67,6 +67,7 @@ async def _drive(url: str, tweets: list[str], clients: int, seconds: float) -> d
 
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    failures: dict[str, int] = {}
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -77,8 +78,9 @@ async def _drive(url: str, tweets: list[str], clients: int, seconds: float) -> d
             try:
                 r = await http.post("/v1/tag", json={"texts": [tweets[i % len(tweets)]]})
                 status = r.status_code
-            except httpx.HTTPError:
+            except httpx.HTTPError as e:  # no HTTP answer: counted as status -1, by kind
                 status = -1
+                failures[type(e).__name__] = failures.get(type(e).__name__, 0) + 1
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
                 latencies.append(time.perf_counter() - t0)
@@ -92,7 +94,7 @@ async def _drive(url: str, tweets: list[str], clients: int, seconds: float) -> d
     wall = time.perf_counter() - t0
     ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
     return {"clients": clients, "seconds": round(wall, 2), "ok": statuses.get(200, 0),
-            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses,
+            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses, "failures": failures,
             "tweets_per_s": statuses.get(200, 0) / wall, "p50_ms": float(np.percentile(ms, 50)),
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
 
@@ -175,7 +177,10 @@ def main() -> None:
               f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_peak_rss_mb']:.0f} |" for r in rows]  # fmt: skip
     lines += ["", f"Overload (queue 64, 512 clients, {args.seconds:.0f} s): {over['ok']} answered, "
               f"{over['statuses'].get(429, 0)} shed with 429, other errors "
-              f"{over['errors'] - over['statuses'].get(429, 0)}; server RSS {over['server_rss_mb_before']:.0f} MB "
+              f"{over['errors'] - over['statuses'].get(429, 0)}"
+              + (f" (no HTTP answer: {', '.join(f'{n} {k}' for k, n in over['failures'].items())})"
+                 if over.get("failures") else "")
+              + f"; server RSS {over['server_rss_mb_before']:.0f} MB "
               f"before, peak {over['server_peak_rss_mb']:.0f} MB; alive afterwards: {over['alive']}; then 16 clients: "
               f"{after['tweets_per_s']:.0f} tweets/s, {after['errors']} errors, p99 {after['p99_ms']:.1f} ms; "
               f"exit code on SIGTERM {over['exit']}."]  # fmt: skip
