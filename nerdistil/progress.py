@@ -30,11 +30,14 @@ class Heartbeat:
     """Log ``WHAT: done/total UNIT[, extra], about T left`` at most once every ``every_s`` seconds.
 
     ``on`` is False where a tqdm bar is drawn instead (a terminal) or on a process that should stay quiet;
-    ``done`` is where the loop starts (a resumed loop's rate counts only the items it did itself).
+    ``done`` is where the loop starts (a resumed loop's rate counts only the items it did itself); ``share``:
+    processes splitting the items evenly, each doing 1/share of what is left.
     """
 
-    def __init__(self, what: str, total: int, unit: str, done: int = 0, on: bool = True, every_s: float = 60.0) -> None:
+    def __init__(self, what: str, total: int, unit: str, done: int = 0, on: bool = True, every_s: float = 60.0,
+                 share: int = 1) -> None:  # fmt: skip
         self.what, self.total, self.unit, self.start, self.on, self.every_s = what, total, unit, done, on, every_s
+        self.share = max(1, share)
         self.t0 = self.last = time.perf_counter()
 
     def skip(self, n: int) -> None:
@@ -48,7 +51,7 @@ class Heartbeat:
             return False
         self.last = now
         rate = (done - self.start) / (now - self.t0) if now > self.t0 else 0.0
-        left = (self.total - done) / rate if rate > 0 else float("nan")
+        left = (self.total - done) / self.share / rate if rate > 0 else float("nan")
         log.info("%s: %d/%d %s%s, about %s left", self.what, done, self.total, self.unit,
                  f", {extra}" if extra else "", _duration(left))  # fmt: skip
         return True

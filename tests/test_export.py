@@ -250,11 +250,12 @@ def test_no_fp32_entities_means_no_evidence(tiny_distilled, tmp_path, cli):
     assert raw["agreement"]["tweets"] == 3 and raw["agreement"]["fp32_entities"] == 0
     assert raw["chosen"] == "fp32" and "no evidence" in raw["decision"]
     assert [c["agreement_f1"] for c in raw["candidates"]] == [None, None]  # per-tensor: not tried
+    assert "int8-per-tensor not tried (agreement with fp32 is undefined" in raw["decision"]
     assert all("no evidence" in c["refused"] for c in raw["candidates"][1:])
 
 
 def test_gate_refuses_a_dev_corpus_without_entities_of_the_models_types(tiny_distilled, tmp_path, cli):
-    """A gold corpus whose entities are all of types the model lacks (or that has none) gives F1 0 against 0: no
+    """A gold corpus whose entities are all of types the model lacks (or that has none) scores every graph 0: no
     evidence. int8 is then not decided on it (one line, exit 2, nothing written); --quantize none exports, with the
     undefined F1s stored as null, not 0.0."""
     from nerdistil.data.conll import Sentence, write_conll
@@ -270,6 +271,7 @@ def test_gate_refuses_a_dev_corpus_without_entities_of_the_models_types(tiny_dis
                                "--corpus", gold, "--bootstrap", "20")  # fmt: skip
             assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
             assert "no gold entity of the model's types" in err and "--quantize none" in err
+            assert "agreement" not in err  # refused before the agreement set is made
             assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e*"))
     code, out, err = cli("export", tiny_distilled, "--out", tmp_path / "n", "--quantize", "none", "--corpus", none)
     assert code == 0, err

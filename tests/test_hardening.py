@@ -405,6 +405,10 @@ def test_heartbeat_estimates_from_the_average_rate_and_ignores_reused_items(capl
         assert not beat.tick(1110)  # throttled
         clock[0] = 120.0
         assert beat.tick(1915)
+        two = progress.Heartbeat("labelling train, process 1 of 2", total=1915, unit="sentences", share=2)
+        clock[0] = 180.0
+        assert two.tick(600)  # 10/s of its own; the other process labels half of the 1,315 left
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["labelling train: 1100/1915 sentences, about 1 min 22 s left",
-                     "labelling train: 1915/1915 sentences, about 0 s left"]  # fmt: skip
+                     "labelling train: 1915/1915 sentences, about 0 s left",
+                     "labelling train, process 1 of 2: 600/1915 sentences, about 1 min 06 s left"]  # fmt: skip

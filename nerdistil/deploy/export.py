@@ -211,16 +211,16 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
     inputs = [student, corpus, agreement_corpus]
     check_out(out, inputs, overwrite)
     name, words, gold = gate_corpus(student, corpus)
-    # fp32 needs no agreement check: the set is made (and tagged) only when int8 is on the table
-    agreement, agree_words = (None, []) if quantize == "none" else agreement_set(
-        student, agreement_corpus, agreement_pretokenized, seed, min_agreement_tweets)  # fmt: skip
     model, tokenizer, labels = load_classifier(student)
     crf = read_head(student)  # a CRF student's transitions go into the graph's decoder
     evidence = _n_entities(gold, {lab[2:] for lab in labels if lab != "O"})
-    if not evidence and quantize != "none":
-        raise UserError(f"the gate's dev corpus ({name}) holds no gold entity of the model's types, so F1 on it is "
-                        "undefined and cannot check int8; pass --corpus FILE with gold entities of those types, or "
+    if not evidence and quantize != "none":  # checked before the agreement set is made (5,000+ tweets)
+        raise UserError(f"the gate's dev corpus ({name}) holds no gold entity of the model's types, so F1 on it "
+                        "says nothing about int8; pass --corpus FILE with gold entities of those types, or "
                         "--quantize none")  # fmt: skip
+    # fp32 needs no agreement check: the set is made (and tagged) only when int8 is on the table
+    agreement, agree_words = (None, []) if quantize == "none" else agreement_set(
+        student, agreement_corpus, agreement_pretokenized, seed, min_agreement_tweets)  # fmt: skip
     log.info("gate: the PyTorch student tags %d sentences of %s", len(words), name)
     ref = predict(model, tokenizer, words, labels)
     ref_f1 = entity_report(gold, ref)["f1"] if evidence else None  # undefined without gold entities: null
@@ -256,7 +256,7 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 cand.f1 = entity_report(gold, pred)["f1"]
                 diff, lo, hi = paired_bootstrap(gold, ref, pred, draws, seed)
                 cand.f1_diff, cand.drop, cand.ci95 = diff, -diff, (lo, hi)
-            else:  # --quantize none on a corpus without gold entities: the F1s are undefined, stored as null
+            else:  # --quantize none, no gold entity of the model's types: no evidence, the F1s stored as null
                 cand.f1 = cand.f1_diff = cand.drop = None  # type: ignore[assignment]
                 cand.ci95 = (None, None)  # type: ignore[assignment]
             same = sum(a == b for p, q in zip(pred, ref) for a, b in zip(p, q))
@@ -280,7 +280,10 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 cand.refused = _refusal(cand, agreement, min_agreement, max_f1_drop)  # type: ignore[arg-type]
                 if cand.refused is None:
                     break
-                if cand.name == "int8" and (cand.agreement_f1 or 0.0) < min_agreement:
+                if cand.name == "int8" and cand.agreement_f1 is None:  # no fp32 entities: no evidence for either
+                    skipped = "int8-per-tensor not tried (agreement with fp32 is undefined: no fp32 entities)"
+                    break
+                if cand.name == "int8" and cand.agreement_f1 < min_agreement:
                     # per-tensor rounds coarser: its agreement with fp32 was below per-channel's in every
                     # measurement (benchmarks/RESULTS.md, int8-recipes), so it is tried only after a dev refusal
                     skipped = "int8-per-tensor not tried (it agrees less than per-channel int8, which failed)"

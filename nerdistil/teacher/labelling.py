@@ -146,7 +146,7 @@ def label_split(name: str, sents: Iterable[Sentence], total: int, teachers: Sequ
     what = f"labelling {name}" + (f" ({n} members)" if n > 1 else "") + share
     # a bar on a terminal; in a log file a line a minute (a bar's first estimate there reads hours: issue 28)
     bar = tqdm(total=total, desc=what, unit=" sentences", disable=None if procs.rank == 0 else True)
-    beat = Heartbeat(what, total, "sentences", on=bool(bar.disable) and procs.rank == 0)
+    beat = Heartbeat(what, total, "sentences", on=bool(bar.disable) and procs.rank == 0, share=procs.world)
     seen = 0  # tqdm counts nothing where it is disabled
     try:  # the bar ends its line before an error is printed
         for c in itertools.count():
