@@ -280,13 +280,12 @@ def run_export(student: str | Path, out: str | Path, quantize: str = "auto", cor
                 cand.refused = _refusal(cand, agreement, min_agreement, max_f1_drop)  # type: ignore[arg-type]
                 if cand.refused is None:
                     break
-                if cand.name == "int8" and cand.agreement_f1 is None:  # no fp32 entities: no evidence for either
-                    skipped = "int8-per-tensor not tried (agreement with fp32 is undefined: no fp32 entities)"
-                    break
-                if cand.name == "int8" and cand.agreement_f1 < min_agreement:
+                if cand.name == "int8" and (cand.agreement_f1 is None or cand.agreement_f1 < min_agreement):
                     # per-tensor rounds coarser: its agreement with fp32 was below per-channel's in every
                     # measurement (benchmarks/RESULTS.md, int8-recipes), so it is tried only after a dev refusal
-                    skipped = "int8-per-tensor not tried (it agrees less than per-channel int8, which failed)"
+                    why = ("agreement with fp32 is undefined: no fp32 entities" if cand.agreement_f1 is None
+                           else "it agrees less than per-channel int8, which failed")  # fmt: skip
+                    skipped = f"int8-per-tensor not tried ({why})"
                     break
         passing = [c for c in tried if c.name != "fp32" and c.refused is None]
         chosen = passing[0] if passing else tried[0] if quantize != "int8" else None
