@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from nerdistil.data.conll import read_conll
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -425,3 +427,27 @@ def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
     alone = [tagger.decode([w]) for w in words]
     assert together[0] == [t[0] for t, _ in alone]
     assert together[1] == [s[0] for _, s in alone]  # the confidences too, bit for bit
+
+
+def test_fp32_windows_padded_to_a_multiple_of_8_tag_as_alone_and_as_unpadded(tiny_distilled, tmp_path):
+    """fp32 windows run padded to a multiple of 8 subwords, batched with windows of that padded length: a tweet's
+    tags and confidences are bit for bit the ones it gets alone, and its tags those of the unpadded graph run."""
+    from nerdistil.deploy.export import run_export
+    from nerdistil.deploy.runtime import PAD_MULTIPLE, Tagger
+
+    run_export(tiny_distilled, tmp_path / "fp32", "none", CORPUS / "dev.txt", draws=10)
+    tagger = Tagger.load(tmp_path / "fp32")
+    assert not tagger.quantized and tagger.pad_multiple == PAD_MULTIPLE == 8
+    words = [s.tokens for s in read_conll(CORPUS / "test.txt")]
+    lengths = {len(tagger.tokenizer(w)["input_ids"]) for w in words}
+    assert len({-(-n // 8) for n in lengths}) < len(lengths)  # some batches do mix subword lengths
+    together = tagger.decode(words, batch_size=32)
+    alone = [tagger.decode([w]) for w in words]
+    assert together[0] == [t[0] for t, _ in alone]
+    assert together[1] == [s[0] for _, s in alone]
+    assert tagger._padded(1) == 8 and tagger._padded(8) == 8 and tagger._padded(9) == 16
+    assert tagger._padded(tagger.max_length) == tagger.max_length
+    tagger.pad_multiple = 1  # the unpadded run of the same graph
+    unpadded = tagger.decode(words, batch_size=32)
+    assert unpadded[0] == together[0]
+    np.testing.assert_allclose(np.concatenate(unpadded[1]), np.concatenate(together[1]), atol=1e-5)

@@ -161,7 +161,7 @@ def test_runtime_venv_tags_like_the_full_environment(child, exported):
     assert sum(len(r["entities"]) for r in child["tag"]) > 0, "the tiny student found no entity at all"
 
 
-SERVE_DEPS = ("starlette", "uvicorn", "prometheus_client", "typer", "rich", "pyyaml")
+SERVE_DEPS = ("starlette", "uvicorn", "prometheus_client", "httptools", "uvloop", "typer", "rich", "pyyaml")
 
 
 def test_runtime_venv_serves_over_http(child, exported, tmp_path):

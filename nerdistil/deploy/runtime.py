@@ -32,6 +32,10 @@ MODEL = "model.onnx"
 FORMAT = 1
 GRAPH_LABELS = "nerdistil.labels"  # the graph's metadata: the labels it was exported with (space-separated)
 GRAPH_POSITIONS = "nerdistil.max_positions"  # ... and the subword positions its encoder can embed
+# fp32 windows are padded to a multiple of this many subwords and batched with windows of the same padded length:
+# a window's shape, and so its result, depends on it alone, while a batch of mixed tweets runs as a few full
+# batches instead of one small run per subword length (benchmarks/RESULTS.md, "Serving")
+PAD_MULTIPLE = 8
 GRAPH_INT8 = "nerdistil.int8"  # ... and "1" when its encoder is dynamically quantized
 
 
@@ -278,6 +282,12 @@ class Tagger(WordTagger):
         chosen = (self.config.get("gate") or {}).get("chosen", "fp32")
         self.quantized = int8 == "1" if int8 is not None else chosen != "fp32"
         self.batch_independent = exact or not self.quantized
+        # int8 is never padded: dynamic quantization would scale activations over the padded positions too
+        self.pad_multiple = 1 if self.quantized else PAD_MULTIPLE
+
+    def _padded(self, n: int) -> int:
+        """The subword length a window of ``n`` subwords runs at (never past ``max_length``)."""
+        return min(-(-n // self.pad_multiple) * self.pad_multiple, max(n, self.max_length))
 
     def _check_graph(self, folder: Path, meta: dict[str, str]) -> None:
         """``nerdistil.json`` against the graph's own record ``meta`` (exports made before it was kept: not checked)."""
@@ -317,11 +327,12 @@ class Tagger(WordTagger):
                 for w in windows(self.tokenizer, list(words), i, None, self.max_length)]  # fmt: skip
         if self.quantized and self.batch_independent:  # int8, exact: every window alone
             batch_size = 1
-        # a batch holds windows of one subword length: no padding. Dynamic int8 scales each activation tensor over
-        # the whole batch, padded positions included, which cost the 4-layer int8 export 0.04 dev F1 at batch 32
-        # (benchmarks/RESULTS.md); it also makes a window's tags independent of any other length in the input
+        # a batch holds windows of one padded length (int8: of one length, no padding). Dynamic int8 scales each
+        # activation tensor over the whole batch, padded positions included, which cost the 4-layer int8 export
+        # 0.04 dev F1 at batch 32 (benchmarks/RESULTS.md); one shape per window also makes its result independent
+        # of any other window in the input
         wins.sort(key=lambda w: len(w.input_ids))
-        same = [list(g) for _, g in itertools.groupby(wins, key=lambda w: len(w.input_ids))]
+        same = [list(g) for _, g in itertools.groupby(wins, key=lambda w: self._padded(len(w.input_ids)))]
         tags: list[list] = [[None] * len(s) for s in sentences]
         scores: list[list] = [[0.0] * len(s) for s in sentences]
         for chunk in (g[s : s + batch_size] for g in same for s in range(0, len(g), batch_size)):
@@ -339,7 +350,7 @@ class Tagger(WordTagger):
 
     def _batch(self, chunk: list, firsts: list[dict[int, int]]) -> dict[str, np.ndarray]:
         B = len(chunk)
-        T = max(len(w.input_ids) for w in chunk)
+        T = self._padded(max(len(w.input_ids) for w in chunk))
         W = max(len(f) for f in firsts)
         ids = np.full((B, T), self.tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros((B, T), dtype=np.int64)
