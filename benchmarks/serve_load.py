@@ -61,7 +61,14 @@ class Server:
         return self.proc.wait(timeout=120)
 
 
-async def _drive(url: str, tweets: list[str], clients: int, seconds: float, lib: str = "aiohttp") -> dict:
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive(url: str, tweets: list[str], clients: int, seconds: float, lib: str = "aiohttp",
+                 server_pid: int | None = None) -> dict:  # fmt: skip
     """``clients`` loops of one-tweet requests for ``seconds``: latencies, statuses, tweets/s.
 
     ``lib`` is the client's HTTP library, aiohttp or httpx: the client shares the cores with the server, so
@@ -89,7 +96,8 @@ async def _drive(url: str, tweets: list[str], clients: int, seconds: float, lib:
                 await asyncio.sleep(0.05)
             i += clients
 
-    t0 = time.perf_counter()
+    t0, client_cpu0 = time.perf_counter(), time.process_time()
+    server_cpu0 = _cpu_s(server_pid) if server_pid else float("nan")
     if lib == "httpx":
         import httpx
 
@@ -114,11 +122,14 @@ async def _drive(url: str, tweets: list[str], clients: int, seconds: float, lib:
 
             await asyncio.gather(*(client(k, post) for k in range(clients)))
     wall = time.perf_counter() - t0
+    client_cpu = time.process_time() - client_cpu0
+    server_cpu = _cpu_s(server_pid) - server_cpu0 if server_pid else float("nan")
     ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
     return {"clients": clients, "seconds": round(wall, 2), "ok": statuses.get(200, 0),
             "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses, "failures": failures,
             "tweets_per_s": statuses.get(200, 0) / wall, "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
+            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
+            "client_cores": client_cpu / wall, "server_cores": server_cpu / wall}  # fmt: skip
 
 
 def _baselines(export: str, tweets: list[str], threads: int | None) -> dict:
@@ -198,7 +209,10 @@ def main() -> None:
         batching = "off" if size == "1" else f"on ({size})"
         server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", str(args.max_wait_ms), *threads)
         for c in (int(x) for x in args.concurrency.split(",")):
-            row = {"batching": batching, **asyncio.run(_drive(server.url, tweets, c, args.seconds, args.client))}
+            row = {
+                "batching": batching,
+                **asyncio.run(_drive(server.url, tweets, c, args.seconds, args.client, server.proc.pid)),
+            }
             row["server_peak_rss_mb"] = _rss_mb(server.proc.pid)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -211,10 +225,11 @@ def main() -> None:
     lines = ["```", command, "```", "",
              f"Baselines on the same tweets: `Tagger.tag` one tweet at a time p50 {base['tagger_p50_ms_batch1']:.2f} "
              f"ms; `predict`'s path at batch 32 {base['predict_tweets_per_s_batch32']:.0f} tweets/s.", "",
-             "| batching | clients | tweets/s | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| batching | clients | tweets/s | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB | cores used: "
+             "server + client |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['batching']} | {r['clients']} | {r['tweets_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_peak_rss_mb']:.0f} |" for r in rows]  # fmt: skip
+              f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_peak_rss_mb']:.0f} | {r['server_cores']:.2f} + "
+              f"{r['client_cores']:.2f} |" for r in rows]  # fmt: skip
     if over:
         after, shed = over["after"], over["statuses"].get(429, 0)
         lost = f" (no HTTP answer: {', '.join(f'{n} {k}' for k, n in over['failures'].items())})"

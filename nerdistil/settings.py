@@ -212,8 +212,8 @@ class ServeConfig:
     model: str = opt("An export folder (`nerdistil export --out`).", "runs/wnut16/export", flag="ARGUMENT", kind=Path)
     host: str = opt("Address to listen on (0.0.0.0: every interface).", "127.0.0.1")
     port: int = opt("Port to listen on.", 8080)
-    max_batch_size: int = opt("Texts the batcher runs at once across requests; 1 (the default: measured best on 2 "
-                              "cores, benchmarks/RESULTS.md) turns batching off.", 1)  # fmt: skip
+    max_batch_size: int = opt("Texts the batcher runs at once across requests (32, the default, measured best on "
+                              "2 cores, benchmarks/RESULTS.md); 1 turns batching off.", 32)  # fmt: skip
     max_wait_ms: float = opt("Longest a text waits for others to join its batch (0: none; texts that arrive while a "
                              "batch runs still share the next one).", 0.0)  # fmt: skip
     max_queue: int = opt("Texts waiting at most; a request that would overflow it gets 429 with Retry-After.", 1024)

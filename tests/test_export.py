@@ -411,8 +411,8 @@ def test_predict_with_an_export_never_imports_torch(exported, tmp_path):
 
 
 def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
-    """Batches hold one subword length each, so no tweet is padded: an int8 graph's dynamic activation scales never
-    see padding, and a tweet tags the same alone or beside tweets of other lengths."""
+    """int8 batches hold one subword length each, so no tweet is padded: an int8 graph's dynamic activation scales
+    never see padding, and a tweet tags the same alone or beside tweets of other lengths."""
     from nerdistil.deploy.export import run_export
     from nerdistil.deploy.runtime import Tagger
 

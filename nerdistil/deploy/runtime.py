@@ -228,8 +228,8 @@ class Tagger(WordTagger):
         Dynamic int8 quantizes each activation tensor with one scale over the whole batch, so a window's
         int8 tags and confidences can change with the windows beside it; ``exact`` (the default) runs every
         window of an int8 graph alone, so each result is the one it gets alone. fp32 graphs batch either way.
-        ``spinning=False`` stops ONNX Runtime's idle threads from spin-waiting for work: the server's choice,
-        whose event loop and connections need the cores between batches.
+        ``spinning=False`` stops ONNX Runtime's idle threads from spin-waiting for work, for a process that
+        needs its cores between runs; it cost the server latency and throughput on 2 cores, so it spins.
         """
         import onnxruntime as ort
 

@@ -3,9 +3,10 @@
 One ONNX Runtime session per process. Requests put their texts on one bounded queue; one batcher takes
 up to ``max_batch_size`` of them, waiting at most ``max_wait_ms`` for more, and tags them off the event
 loop (``Tagger`` in a worker thread), so concurrent requests share forward passes. A text's result never
-depends on the texts that share its batch: ``Tagger`` runs windows of one subword length together (no
-padding), and an int8 graph, whose dynamic activation scales span the whole batch, runs every window
-alone (``Tagger.batch_independent``). Errors are JSON, never a stack trace: 422 for a malformed request,
+depends on the texts that share its batch: ``Tagger`` runs windows of one padded length together (fp32
+windows are padded to a multiple of 8 subwords, so a window's shape depends on it alone), and an int8
+graph, whose dynamic activation scales span the whole batch, runs every window alone
+(``Tagger.batch_independent``). Errors are JSON, never a stack trace: 422 for a malformed request,
 413 for one over a limit, 429 with ``Retry-After`` when the queue is full, 503 until the model is loaded
 and warmed up. On SIGTERM readiness turns false, the listener closes, requests in flight finish (at most
 ``drain_s``) and the process exits 0. Imports onnxruntime, starlette, uvicorn and prometheus_client,
@@ -183,7 +184,7 @@ def create_app(cfg: dict | None = None):
     async def lifespan(app):
         loop = asyncio.get_running_loop()
         threads = cfg.get("threads") or max(1, (os.cpu_count() or 1) // max(1, cfg["workers"]))
-        state.tagger = await loop.run_in_executor(None, lambda: Tagger(cfg["model"], threads, spinning=False))
+        state.tagger = await loop.run_in_executor(None, lambda: Tagger(cfg["model"], threads))
         state.sha256 = await loop.run_in_executor(None, _sha256, Path(cfg["model"]) / MODEL)
         state.batcher = Batcher(state.tagger, cfg["max_batch_size"], cfg["max_wait_ms"] / 1000, cfg["max_queue"],
                                 state.metrics)  # fmt: skip
