@@ -32,11 +32,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes under ``--workers``)."""
+    import psutil
+
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [pid]
+
+
 def _rss_mb(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """``field`` of /proc/PID/status in MB, summed over the process tree (peaks: the sum of each one's peak)."""
+    total = 0.0
+    for p in _tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 class Server:
@@ -48,12 +61,15 @@ class Server:
         self.url = f"http://127.0.0.1:{(port := _free_port())}"
         self.proc = subprocess.Popen([sys.executable, "-m", "nerdistil", "serve", export, "--port", str(port), *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        for _ in range(600):
+        ready = 0  # in a row: under --workers each answer may come from another process
+        for _ in range(3000):
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
+                ready = ready + 1 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 else 0
             except httpx.HTTPError:
-                time.sleep(0.2)
+                ready = 0
+            if ready == 10:
+                return
+            time.sleep(0.02 if ready else 0.2)
         raise RuntimeError("the server never became ready")
 
     def stop(self) -> int:
@@ -62,9 +78,12 @@ class Server:
 
 
 def _cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU seconds of process ``pid`` and its descendants so far, all their threads."""
+    total = 0.0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def _drive(url: str, tweets: list[str], clients: int, seconds: float, lib: str = "aiohttp",
@@ -184,6 +203,7 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms with batching on")
     ap.add_argument("--batch-sizes", default="32,1", help="the server's --max-batch-size values to compare (1: off)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--workers", type=int, default=1, help="the server's --workers (processes)")
     ap.add_argument(
         "--client",
         choices=("aiohttp", "httpx"),
@@ -203,7 +223,7 @@ def main() -> None:
     tweets = _tweets(args.tweets, 5000)
     base = _baselines(args.export, tweets, args.threads)
     print(json.dumps(base), flush=True)
-    threads = ["--threads", str(args.threads)] if args.threads else []
+    threads = (["--threads", str(args.threads)] if args.threads else []) + ["--workers", str(args.workers)]
     rows = []
     for size in args.batch_sizes.split(","):
         batching = "off" if size == "1" else f"on ({size})"
