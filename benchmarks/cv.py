@@ -493,7 +493,7 @@ def table(results: dict, command: str) -> str:
     reused = sum(r["reused"] for r in results["steps"])
     lines += ["", f"This call: {len(trained)} runs trained in {sum(r['seconds'] for r in trained) / 60:.1f} min, "
               f"{reused} reused from earlier calls; {results['total_seconds'] / 60:.1f} min in all "
-              "(every step's time in `benchmarks/results/cv.json`)."]  # fmt: skip
+              + (f"(every step's time in `{results['json']}`)." if results.get("json") else ".")]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -538,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             return [int_keys(x) for x in v] if isinstance(v, list) else v
 
         results = int_keys(json.loads(Path(args.from_json).read_text()))
+        results.setdefault("json", args.from_json)
         body = table(results, results["command"])
         if args.results_md:
             update_section(args.results_md, args.section, title(results, args.section), body)
@@ -552,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         source = " + ".join(args.corpus_files)
     results = cross_validate(args.out, args.config, args.configs, None, args.k, args.fold_seed, args.folds,
                              args.seeds, sentences, source, args.draws)  # fmt: skip
-    results["command"] = command
+    results["command"], results["json"] = command, args.json or None
     results.pop("_data")
     body = table(results, command)
     if args.json:
