@@ -63,6 +63,21 @@ def test_plan_pairs_the_crf_student_with_the_softmax_one():
     ]
 
 
+def test_plan_without_baselines_runs_only_the_listed_fine_tuned_students():
+    p = cv.plan(["crf-kd", "crf-kd-3l"])
+    assert sorted(p["students"]) == ["distil3__teacher", "distil3_head-crf__teacher", "distil__teacher",
+                                     "distil_head-crf__teacher", "finetune", "finetune3"]  # fmt: skip
+    kinds = sorted((q["kind"], q["ref"], q["cand"]) for q in p["pairs"])
+    assert kinds == [
+        ("CRF head - softmax head", "distil3__teacher", "distil3_head-crf__teacher"),
+        ("CRF head - softmax head", "distil__teacher", "distil_head-crf__teacher"),
+        ("distilled - fine-tuned", "finetune", "distil__teacher"),
+        ("distilled - fine-tuned", "finetune3", "distil3__teacher"),
+    ]
+    assert cv.partner_of("distil_head-crf__teacher", p, {}) == "distil__teacher"
+    assert cv.plan(["crf"])["students"]["distil_head-crf__teacher"]["baseline"] == "finetune_head-crf"
+
+
 def test_folds_partition_the_sentences(setup):
     root, _, sentences, first = setup
     folds = json.loads((root / "out" / "folds" / "folds.json").read_text())
