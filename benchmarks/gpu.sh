@@ -13,7 +13,8 @@
 # the machine's GPUs round robin, so Flair's per-sentence Python work (a few ms a tweet, what caps one process)
 # runs on N cores, and one device session gives the scaling curve. Several GPUs: the same torchrun command.
 # --profile runs each one-process step under cProfile (OUT/prof/STEP.prof; the 25 most expensive functions of
-# each in OUT/profile.txt; bench-latency's models run in worker processes, so its profile shows only waiting).
+# each, and of nerdistil's own code, in OUT/profile.txt; bench-latency's models run in worker processes, so its
+# profile shows only waiting).
 # Where nvidia-smi is found, the GPU's utilisation is sampled every 0.5 s and averaged over each step.
 # On the device tool's GPU machine (no package index there): `../shared/tools/gpu-bundle` here, then one `run`
 # with carry [".gpu"] and `HF_HUB_OFFLINE=1 bash .gpu/run.sh bash benchmarks/gpu.sh --profile > "$OUT/gpu.log"
@@ -175,6 +176,9 @@ if profiles:
             pstats.Stats(str(prof), stream=f).sort_stats("cumulative").print_stats(25)
             print(f"===== {prof.stem}: the 25 with the most time of their own", file=f)
             pstats.Stats(str(prof), stream=f).sort_stats("tottime").print_stats(25)
+            # imports fill the first list on a short run: nerdistil's own functions, whatever their rank
+            print(f"===== {prof.stem}: the 25 of nerdistil's own functions with the most cumulative time", file=f)
+            pstats.Stats(str(prof), stream=f).sort_stats("cumulative").print_stats(r"nerdistil/[a-z_/]*\.py", 25)
     print(f"profiles of {len(profiles)} steps: {out / 'profile.txt'}")
 EOF
 if [[ ${#FAILED[@]} -gt 0 ]]; then echo "gpu.sh: failed steps: ${FAILED[*]}" >&2; exit 1; fi

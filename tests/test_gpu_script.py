@@ -35,7 +35,8 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     profile = (tmp_path / "g" / "profile.txt").read_text()
     for step in ("teach", "label", "finetune", "distil"):
         assert f"===== {step}: " in profile
-    assert "run_teach" in profile  # a real profile of nerdistil's own code
+    own = profile[profile.index("===== teach: the 25 of nerdistil's own") :]
+    assert "run_teach" in own  # a real profile of nerdistil's own code (imports can push it out of the top 25)
     assert "1 processes" not in table and not (tmp_path / "g" / "labelled_procs_1").exists()
     procs = json.loads((tmp_path / "g" / "labelled_procs_2" / "report.json").read_text())
     assert procs["processes"] == 2
