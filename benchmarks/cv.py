@@ -501,6 +501,15 @@ def table(results: dict, command: str) -> str:
         for t, v in pt["types"].items():
             lines.append(f"| {t} | {v['support']} | {v['partner_f1']:.4f} | {v['best_f1']:.4f} | "
                          f"{v['best_f1'] - v['partner_f1']:+.4f} |")  # fmt: skip
+    if any(p["kind"] == "CRF head - softmax head" for p in results["pairs"]):  # issue 30: every model, type by type
+        types = sorted(next(iter(m.values()))["per_type"])
+        lines += ["", "Pooled F1 per entity type, every model:", "",
+                  "| type | gold entities | " + " | ".join(r["label"] for r in m.values()) + " |",
+                  "|---|---|" + "---|" * len(m)]  # fmt: skip
+        for t in types:
+            cells = " | ".join(f"{r['per_type'][t]['f1']:.4f}" if t in r["per_type"] else "-" for r in m.values())
+            support = next(r["per_type"][t]["support"] for r in m.values() if t in r["per_type"])
+            lines.append(f"| {t} | {support} | {cells} |")
     trained = [r for r in results["steps"] if r["fold"] is not None and not r["reused"]
                and r["step"] != "tag test fold"]  # fmt: skip
     reused = sum(r["reused"] for r in results["steps"])
