@@ -21,7 +21,8 @@ a student through ``nerdistil.deploy.loader.load_tagger``; cached under ``OUT/fo
   teachers): the pooled difference with a 95% paired bootstrap CI over tweets
   (``nerdistil.deploy.export.paired_bootstrap``, seeded), whether it excludes 0 and on how many folds the
   difference had the pooled sign;
-* pooled per-entity-type F1 of the best student against its partner (its fine-tuned baseline);
+* pooled per-entity-type F1 of the best student against its partner (its fine-tuned baseline, or without one the
+  softmax student a CRF student is paired with); with a CRF/softmax pair, every model's per-type F1;
 * how long every step took.
 
 With several ``--seeds`` a model's pooled predictions hold every seed's tags (one paired unit per tweet holds all
@@ -142,7 +143,9 @@ def plan(names: Sequence[str], configs: dict[str, dict] | None = None) -> dict:
             wanted.append((f"{student_id('distil', over)}__{tid}", {"mode": "distil", "over": dict(over),
                            "teacher": tid, "baseline": bid if keep else None}))  # fmt: skip
         for sid, entry in wanted:
-            used = students.setdefault(sid, {**entry, "configs": []})["configs"]
+            known = students.setdefault(sid, {**entry, "configs": []})
+            known["baseline"] = known["baseline"] or entry["baseline"]  # a configuration that runs it wins
+            used = known["configs"]
             used += [name] if name not in used else []
     pairs = [{"kind": "distilled - fine-tuned", "ref": s["baseline"], "cand": sid}
              for sid, s in students.items() if s["mode"] == "distil" and s["baseline"]]  # fmt: skip
@@ -343,8 +346,8 @@ def label(mid: str, the_plan: dict, report: dict) -> str:
 
 
 def partner_of(best: str, the_plan: dict, models: dict) -> str:
-    """What the best student is compared with type by type: its fine-tuned baseline (a fine-tuned one: its best
-    distilled version, if any)."""
+    """What the best student is compared with type by type: its fine-tuned baseline (without one, the softmax
+    student a CRF student is paired with; a fine-tuned one: its best distilled version, if any)."""
     s = the_plan["students"][best]
     if s["mode"] == "distil":  # without a baseline run: the softmax student it is paired with, if any
         heads = [p["ref"] for p in the_plan["pairs"] if p["kind"] == "CRF head - softmax head" and p["cand"] == best]
@@ -502,7 +505,7 @@ def table(results: dict, command: str) -> str:
             lines.append(f"| {t} | {v['support']} | {v['partner_f1']:.4f} | {v['best_f1']:.4f} | "
                          f"{v['best_f1'] - v['partner_f1']:+.4f} |")  # fmt: skip
     if any(p["kind"] == "CRF head - softmax head" for p in results["pairs"]):  # issue 30: every model, type by type
-        types = sorted(next(iter(m.values()))["per_type"])
+        types = sorted(set().union(*(r["per_type"] for r in m.values())))
         lines += ["", "Pooled F1 per entity type, every model:", "",
                   "| type | gold entities | " + " | ".join(r["label"] for r in m.values()) + " |",
                   "|---|---|" + "---|" * len(m)]  # fmt: skip

@@ -178,7 +178,7 @@ if profiles:
             pstats.Stats(str(prof), stream=f).sort_stats("tottime").print_stats(25)
             # imports fill the first list on a short run: nerdistil's own functions, whatever their rank
             print(f"===== {prof.stem}: the 25 of nerdistil's own functions with the most cumulative time", file=f)
-            pstats.Stats(str(prof), stream=f).sort_stats("cumulative").print_stats(r"nerdistil/[a-z_/]*\.py", 25)
+            pstats.Stats(str(prof), stream=f).sort_stats("cumulative").print_stats(r"nerdistil/[\w/]*\.py", 25)
     print(f"profiles of {len(profiles)} steps: {out / 'profile.txt'}")
 EOF
 if [[ ${#FAILED[@]} -gt 0 ]]; then echo "gpu.sh: failed steps: ${FAILED[*]}" >&2; exit 1; fi

@@ -90,6 +90,7 @@ def main() -> None:
             shell = Path(tmp) / "export"  # an export folder for its tokenizer and settings; sessions are swapped in
             run_export(student, shell, "none", Path(args.corpus) / "dev.txt", draws=10)
             tagger = Tagger.load(shell, args.threads)
+            tagger.pad_multiple = 1  # "no padding" means none: every graph here, fp32 or int8, runs unpadded
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = args.threads
             ref: dict[str, list] = {}

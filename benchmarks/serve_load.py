@@ -43,33 +43,35 @@ def _tree(pid: int) -> list[int]:
 
 
 def _rss_mb(pid: int, field: str = "VmHWM") -> float:
-    """``field`` of /proc/PID/status in MB, summed over the process tree (peaks: the sum of each one's peak)."""
+    """``field`` of /proc/PID/status in MB, summed over the process tree (peaks: the sum of each one's peak; under
+    ``--workers`` the tree also holds uvicorn's supervisor and multiprocessing's resource tracker)."""
     total = 0.0
     for p in _tree(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                total += int(line.split()[1]) / 1024
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:  # it exited in between
+            continue
+        total += sum(int(ln.split()[1]) / 1024 for ln in lines if ln.startswith(field + ":"))
     return total
 
 
 class Server:
-    """``nerdistil serve`` in a child process, ready when constructed."""
+    """``nerdistil serve`` in a child process, ready when constructed (every worker: uvicorn's log says so)."""
 
     def __init__(self, export: str, *args: str) -> None:
-        import httpx
+        import tempfile
 
         self.url = f"http://127.0.0.1:{(port := _free_port())}"
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="serve-")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "nerdistil", "serve", export, "--port", str(port), *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        ready = 0  # in a row: under --workers each answer may come from another process
-        for _ in range(3000):
-            try:
-                ready = ready + 1 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 else 0
-            except httpx.HTTPError:
-                ready = 0
-            if ready == 10:
+                                     stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        for _ in range(3000):  # uvicorn logs this once a worker's lifespan (load, warm-up) is done
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}: {Path(self.log.name).read_text()}")
+            if Path(self.log.name).read_text().count("Application startup complete.") >= workers:
                 return
-            time.sleep(0.02 if ready else 0.2)
+            time.sleep(0.2)
         raise RuntimeError("the server never became ready")
 
     def stop(self) -> int:
@@ -81,7 +83,10 @@ def _cpu_s(pid: int) -> float:
     """User plus system CPU seconds of process ``pid`` and its descendants so far, all their threads."""
     total = 0.0
     for p in _tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited in between
+            continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
@@ -253,10 +258,11 @@ def main() -> None:
     if over:
         after, shed = over["after"], over["statuses"].get(429, 0)
         lost = f" (no HTTP answer: {', '.join(f'{n} {k}' for k, n in over['failures'].items())})"
-        lines += ["", f"Overload (queue 64, 512 clients, {args.seconds:.0f} s): {over['ok']} answered, {shed} shed "
-                  f"with 429, other errors {over['errors'] - shed}{lost if over.get('failures') else ''}; server RSS "
-                  f"{over['server_rss_mb_before']:.0f} MB before, peak {over['server_peak_rss_mb']:.0f} MB; alive "
-                  f"afterwards: {over['alive']}; then 16 clients: {after['tweets_per_s']:.0f} tweets/s, "
+        queue = "64" + (f" per worker, {args.workers} workers" if args.workers > 1 else "")
+        lines += ["", f"Overload (queue {queue}, 512 clients, {args.seconds:.0f} s): {over['ok']} answered, {shed} "
+                  f"shed with 429, other errors {over['errors'] - shed}{lost if over.get('failures') else ''}; "
+                  f"server RSS {over['server_rss_mb_before']:.0f} MB before, peak {over['server_peak_rss_mb']:.0f} "
+                  f"MB; alive afterwards: {over['alive']}; then 16 clients: {after['tweets_per_s']:.0f} tweets/s, "
                   f"{after['errors']} errors, p99 {after['p99_ms']:.1f} ms; "
                   f"exit code on SIGTERM {over['exit']}."]  # fmt: skip
     Path(args.markdown).write_text("\n".join(lines) + "\n")

@@ -33,8 +33,9 @@ FORMAT = 1
 GRAPH_LABELS = "nerdistil.labels"  # the graph's metadata: the labels it was exported with (space-separated)
 GRAPH_POSITIONS = "nerdistil.max_positions"  # ... and the subword positions its encoder can embed
 # fp32 windows are padded to a multiple of this many subwords and batched with windows of the same padded length:
-# a window's shape, and so its result, depends on it alone, while a batch of mixed tweets runs as a few full
-# batches instead of one small run per subword length (benchmarks/RESULTS.md, "Serving")
+# a window's padded length depends on it alone (the graph's rows never meet, so neither does its result), while a
+# batch of mixed tweets runs as a few full batches instead of one small run per subword length
+# (benchmarks/RESULTS.md, "Serving")
 PAD_MULTIPLE = 8
 GRAPH_INT8 = "nerdistil.int8"  # ... and "1" when its encoder is dynamically quantized
 
@@ -329,8 +330,8 @@ class Tagger(WordTagger):
             batch_size = 1
         # a batch holds windows of one padded length (int8: of one length, no padding). Dynamic int8 scales each
         # activation tensor over the whole batch, padded positions included, which cost the 4-layer int8 export
-        # 0.04 dev F1 at batch 32 (benchmarks/RESULTS.md); one shape per window also makes its result independent
-        # of any other window in the input
+        # 0.04 dev F1 at batch 32 (benchmarks/RESULTS.md); a padded length that depends on the window alone also
+        # keeps its result independent of any other window in the input
         wins.sort(key=lambda w: len(w.input_ids))
         same = [list(g) for _, g in itertools.groupby(wins, key=lambda w: self._padded(len(w.input_ids)))]
         tags: list[list] = [[None] * len(s) for s in sentences]

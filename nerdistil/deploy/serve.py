@@ -4,7 +4,7 @@ One ONNX Runtime session per process. Requests put their texts on one bounded qu
 up to ``max_batch_size`` of them, waiting at most ``max_wait_ms`` for more, and tags them off the event
 loop (``Tagger`` in a worker thread), so concurrent requests share forward passes. A text's result never
 depends on the texts that share its batch: ``Tagger`` runs windows of one padded length together (fp32
-windows are padded to a multiple of 8 subwords, so a window's shape depends on it alone), and an int8
+windows are padded to a multiple of 8 subwords, a length that depends on the window alone), and an int8
 graph, whose dynamic activation scales span the whole batch, runs every window alone
 (``Tagger.batch_independent``). Errors are JSON, never a stack trace: 422 for a malformed request,
 413 for one over a limit, 429 with ``Retry-After`` when the queue is full, 503 until the model is loaded
