@@ -186,13 +186,13 @@ def _tweets(path: str | None, n: int) -> list[str]:
     return [" ".join(s.tokens) for s in augment(gold, max(1, -(-n // len(gold))), 13)][:n]
 
 
-def _overload(args: argparse.Namespace, threads: list[str]) -> dict:
+def _overload(args: argparse.Namespace, threads: list[str], tweets: list[str]) -> dict:
     """A queue of 64 under 512 clients (it must shed with 429 and stay up), then 16 clients (full speed again)."""
     server = Server(args.export, "--max-queue", "64", "--max-batch-size", "32", *threads)
     before = _rss_mb(server.proc.pid, "VmRSS")
-    over = asyncio.run(_drive(server.url, _tweets(args.tweets, 5000), 512, args.seconds, args.client))
+    over = asyncio.run(_drive(server.url, tweets, 512, args.seconds, args.client))
     over["server_rss_mb_before"], over["server_peak_rss_mb"] = before, _rss_mb(server.proc.pid)
-    after = asyncio.run(_drive(server.url, _tweets(args.tweets, 5000), 16, args.seconds, args.client))
+    after = asyncio.run(_drive(server.url, tweets, 16, args.seconds, args.client))
     over["alive"], over["after"] = server.proc.poll() is None, after
     over["exit"] = server.stop()
     print(json.dumps(over), flush=True)
@@ -242,7 +242,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         row["exit"] = server.stop()
-    over = _overload(args, threads) if args.overload else None
+    over = _overload(args, threads, tweets) if args.overload else None
     report = {"command": command, "export": args.export, "cores": os.cpu_count(), "baselines": base, "rows": rows,
               "overload": over}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
