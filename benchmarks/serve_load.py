@@ -4,7 +4,9 @@ For batching on (``--max-batch-size 32``) and off (``1``) and each concurrency (
 tweet a request, back to back, for ``--seconds``): tweets/s, p50/p95/p99 latency, errors and the server's
 peak RSS. Baselines measured in this process on the same tweets: ``Tagger.tag`` one tweet at a time (p50)
 and ``predict``'s path at batch 32 (tweets/s). Then an overload run (a small queue, many clients) that must
-answer 429s without crashing, keep memory bounded and serve at full speed again afterwards.
+answer 429s without crashing, keep memory bounded and serve at full speed again afterwards. ``--rounds N``
+repeats baselines and servers N times, interleaved, and tabulates medians (a 2-core VM's speed drifts by 10% and
+more within minutes); ``--lanes 1,2`` compares the server's ``--lanes``.
 
     python benchmarks/serve_load.py --export runs/wnut16/export --json benchmarks/results/serve_load.json \\
         --markdown benchmarks/results/serve_load.md
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -199,6 +202,23 @@ def _overload(args: argparse.Namespace, threads: list[str], tweets: list[str]) -
     return over
 
 
+def _medians(runs: list[dict]) -> list[dict]:
+    """One row per (batching, clients), in first-seen order: the median over rounds of every rate and latency,
+    the errors summed, the peak RSS the largest."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["batching"], r["clients"]), []).append(r)
+    rows = []
+    for (batching, clients), rs in groups.items():
+        row = {"batching": batching, "clients": clients, "rounds": len(rs)}
+        for k in ("tweets_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cores", "client_cores"):
+            row[k] = float(np.median([r[k] for r in rs]))
+        row["errors"] = sum(r["errors"] for r in rs)
+        row["server_peak_rss_mb"] = max(r["server_peak_rss_mb"] for r in rs)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--export", default="runs/wnut16/export")
@@ -209,6 +229,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="32,1", help="the server's --max-batch-size values to compare (1: off)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     ap.add_argument("--workers", type=int, default=1, help="the server's --workers (processes)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat baselines and servers; the table: medians")
+    ap.add_argument("--lanes", default="", help="the server's --lanes values to compare (default: its own)")
     ap.add_argument(
         "--client",
         choices=("aiohttp", "httpx"),
@@ -226,28 +248,36 @@ def main() -> None:
     args = ap.parse_args()
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     tweets = _tweets(args.tweets, 5000)
-    base = _baselines(args.export, tweets, args.threads)
-    print(json.dumps(base), flush=True)
     threads = (["--threads", str(args.threads)] if args.threads else []) + ["--workers", str(args.workers)]
-    rows = []
-    for size in args.batch_sizes.split(","):
-        batching = "off" if size == "1" else f"on ({size})"
-        server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", str(args.max_wait_ms), *threads)
-        for c in (int(x) for x in args.concurrency.split(",")):
-            row = {
-                "batching": batching,
-                **asyncio.run(_drive(server.url, tweets, c, args.seconds, args.client, server.proc.pid)),
-            }
-            row["server_peak_rss_mb"] = _rss_mb(server.proc.pid)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        row["exit"] = server.stop()
+    bases, runs = [], []
+    for r in range(args.rounds):  # rounds interleave baselines and servers, so a slow spell hits them all
+        bases.append(_baselines(args.export, tweets, args.threads))
+        print(json.dumps(bases[-1]), flush=True)
+        for lanes, size in itertools.product(args.lanes.split(","), args.batch_sizes.split(",")):
+            batching = ("off" if size == "1" else f"on ({size})") + (f", {lanes} lane(s)" if lanes else "")
+            server = Server(args.export, "--max-batch-size", size, "--max-wait-ms", str(args.max_wait_ms), *threads,
+                            *(["--lanes", lanes] if lanes else []))  # fmt: skip
+            for c in (int(x) for x in args.concurrency.split(",")):
+                row = {
+                    "round": r,
+                    "batching": batching,
+                    **asyncio.run(_drive(server.url, tweets, c, args.seconds, args.client, server.proc.pid)),
+                }
+                row["server_peak_rss_mb"] = _rss_mb(server.proc.pid)
+                runs.append(row)
+                print(json.dumps(row), flush=True)
+            row["exit"] = server.stop()
+    base = {k: float(np.median([b[k] for b in bases])) for k in bases[0]}
+    rows = _medians(runs)
     over = _overload(args, threads, tweets) if args.overload else None
-    report = {"command": command, "export": args.export, "cores": os.cpu_count(), "baselines": base, "rows": rows,
+    report = {"command": command, "export": args.export, "cores": os.cpu_count(), "rounds": args.rounds,
+              "baselines": base, "rows": rows, "round_baselines": bases, "round_rows": runs,
               "overload": over}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     lines = ["```", command, "```", "",
+             (f"Medians over {args.rounds} rounds (each: baselines, then every server setting). " if args.rounds > 1
+              else "") +
              f"Baselines on the same tweets: `Tagger.tag` one tweet at a time p50 {base['tagger_p50_ms_batch1']:.2f} "
              f"ms; `predict`'s path at batch 32 {base['predict_tweets_per_s_batch32']:.0f} tweets/s.", "",
              "| batching | clients | tweets/s | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB | cores used: "

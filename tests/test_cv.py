@@ -79,6 +79,15 @@ def test_plan_without_baselines_runs_only_the_listed_fine_tuned_students():
         assert cv.plan(names)["students"]["distil_head-crf__teacher"]["baseline"] == "finetune_head-crf"
 
 
+def test_a_crf_student_with_its_own_kd_settings_is_paired_with_the_plain_softmax_student():
+    p = cv.plan(["crf-kd", "crf-kd-cw"])
+    heads = sorted((q["ref"], q["cand"]) for q in p["pairs"] if q["kind"] == "CRF head - softmax head")
+    assert heads == [("distil__teacher", "distil_head-crf__teacher"),
+                     ("distil__teacher", "distil_head-crf_kd_class_weights-true__teacher")]  # fmt: skip
+    assert not any(q["ref"] == "finetune_head-crf" for q in p["pairs"])  # no CRF baseline without "baselines"
+    assert cv.partner_of("distil_head-crf_kd_class_weights-true__teacher", p, {}) == "distil__teacher"
+
+
 def test_folds_partition_the_sentences(setup):
     root, _, sentences, first = setup
     folds = json.loads((root / "out" / "folds" / "folds.json").read_text())

@@ -431,7 +431,8 @@ def test_int8_tags_do_not_depend_on_other_lengths(tiny_distilled, tmp_path):
 
 def test_fp32_windows_padded_to_a_multiple_of_8_tag_as_alone_and_as_unpadded(tiny_distilled, tmp_path):
     """fp32 windows run padded to a multiple of 8 subwords, batched with windows of that padded length: a tweet's
-    tags and confidences are bit for bit the ones it gets alone, and its tags those of the unpadded graph run."""
+    tags and confidences are bit for bit the ones it gets alone (and on one ONNX Runtime thread), and its tags those
+    of the unpadded graph run."""
     from nerdistil.deploy.export import run_export
     from nerdistil.deploy.runtime import PAD_MULTIPLE, Tagger
 
@@ -447,6 +448,7 @@ def test_fp32_windows_padded_to_a_multiple_of_8_tag_as_alone_and_as_unpadded(tin
     assert together[1] == [s[0] for _, s in alone]
     assert tagger._padded(1) == 8 and tagger._padded(8) == 8 and tagger._padded(9) == 16
     assert tagger._padded(tagger.max_length) == tagger.max_length
+    assert Tagger(tmp_path / "fp32", threads=1).decode(words, batch_size=32) == together  # serve's one-thread lanes
     tagger.pad_multiple = 1  # the unpadded run of the same graph
     unpadded = tagger.decode(words, batch_size=32)
     assert unpadded[0] == together[0]

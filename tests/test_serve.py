@@ -67,7 +67,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(exported, tmp_path_factory):
     s = Server(exported, tmp_path_factory.mktemp("serve") / "log.txt", "--max-texts", "16", "--max-chars", "2000",
-               "--max-body-bytes", "20000", "--max-wait-ms", "20", "--max-batch-size", "8")  # fmt: skip
+               "--max-body-bytes", "20000", "--max-wait-ms", "20", "--max-batch-size", "8",
+               "--lanes", "2")  # fmt: skip
     yield s
     s.stop()
 
@@ -114,6 +115,9 @@ def test_concurrent_requests_get_exactly_what_serial_tagging_gives(server, expor
           if s.name.endswith("_total") and s.labels == {"path": "/v1/tag", "status": "200"}]  # fmt: skip
     assert ok and ok[0].value >= len(bodies)
     assert "nerdistil_queue_depth" in families and "nerdistil_request_seconds" in families
+    runs = {s.labels["session"]: s.value for s in families["nerdistil_batch_runs"].samples
+            if s.name.endswith("_total")}  # fmt: skip
+    assert runs.get("lane", 0) >= 1  # full batches ran side by side on the lanes, with the same results
 
 
 @pytest.mark.parametrize(("content", "status", "needle"), [
@@ -139,6 +143,7 @@ def test_other_endpoints(server, exported):
     cfg = json.loads((exported / "nerdistil.json").read_text())
     assert model["labels"] == cfg["labels"] and model["quantization"] == cfg["gate"]["chosen"]
     assert model["gate"]["decision"] == cfg["gate"]["decision"] and model["batch_independent"] is True
+    assert model["serving"]["lanes"] == 2 and model["serving"]["max_batch_size"] == 8
     spec = httpx.get(server.url + "/openapi.json").json()
     assert set(spec["paths"]) >= {"/v1/tag", "/healthz", "/readyz", "/metrics", "/v1/model"}
     r = httpx.get(server.url + "/nope")
@@ -163,6 +168,29 @@ def test_not_ready_until_warmed_up(exported):
         assert warm.get("/readyz").json() == {"ready": True}
         assert app.state.nerdistil.metrics.texts._value.get() == 1  # the warm-up batch ran
         assert warm.post("/v1/tag", json={"texts": ["Obama visits London"]}).status_code == 200
+
+
+class _Stub:
+    """Stands in for a Tagger in the scheduling test: the policy never tags."""
+
+
+@pytest.mark.parametrize(("queued", "running", "lanes", "want"), [
+    (0, {"all": 0, "lane": 0}, 2, None),  # nothing to do
+    (3, {"all": 0, "lane": 0}, 2, "all"),  # a lone, short batch: every thread
+    (8, {"all": 0, "lane": 0}, 2, "lane"),  # a full batch waits: a one-thread lane
+    (8, {"all": 0, "lane": 1}, 2, "lane"),  # and a second one beside it
+    (8, {"all": 0, "lane": 2}, 2, None),  # every lane busy
+    (3, {"all": 0, "lane": 1}, 2, None),  # a short batch waits for the lanes to end, then takes every thread
+    (8, {"all": 1, "lane": 0}, 2, None),  # nothing beside an all-threads run
+    (8, {"all": 0, "lane": 0}, 1, "all"),  # --lanes 1: one batch at a time on every thread
+])  # fmt: skip
+def test_batcher_runs_a_lone_batch_on_every_thread_and_full_batches_side_by_side(queued, running, lanes, want):
+    from nerdistil.deploy.serve import Batcher, Metrics
+
+    b = Batcher(_Stub(), 8, 0.0, 100, Metrics(), _Stub(), lanes)  # type: ignore[arg-type]
+    b.queue.extend([None] * queued)  # type: ignore[list-item]
+    b.running.update(running)
+    assert b._session() == want
 
 
 def test_a_full_queue_sheds_load_and_recovers(exported, tmp_path):

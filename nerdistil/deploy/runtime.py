@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,16 +62,18 @@ class WordTokenizer:
         self.tok.no_padding()
         self.tok.no_truncation()
         self._truncate: int | None = None  # truncation length set now (setting it costs about one encode)
+        self._lock = threading.Lock()  # the truncation setting is shared state: one encode at a time (server lanes)
         self.model_max_length, self.unk_token, self.pad_token_id = model_max_length, unk_token, pad_token_id
 
     def __call__(self, words: list[str], is_split_into_words: bool = True, truncation: bool = False,
                  max_length: int | None = None) -> _Encoding:  # fmt: skip
         """Encode pre-split words with special tokens (truncated to ``max_length`` when asked)."""
         want = max_length if truncation and max_length else None
-        if want != self._truncate:
-            self.tok.enable_truncation(want) if want else self.tok.no_truncation()
-            self._truncate = want
-        e = self.tok.encode(words, is_pretokenized=True, add_special_tokens=True)
+        with self._lock:
+            if want != self._truncate:
+                self.tok.enable_truncation(want) if want else self.tok.no_truncation()
+                self._truncate = want
+            e = self.tok.encode(words, is_pretokenized=True, add_special_tokens=True)
         return _Encoding(e.ids, e.word_ids)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:

@@ -1,8 +1,10 @@
 """``nerdistil serve``: an export folder behind HTTP (Starlette on uvicorn), batching texts across requests.
 
-One ONNX Runtime session per process. Requests put their texts on one bounded queue; one batcher takes
-up to ``max_batch_size`` of them, waiting at most ``max_wait_ms`` for more, and tags them off the event
-loop (``Tagger`` in a worker thread), so concurrent requests share forward passes. A text's result never
+One ONNX Runtime session per process, and a second one-thread session for ``lanes``. Requests put their texts on
+one bounded queue; one batcher takes up to ``max_batch_size`` of them, waiting at most ``max_wait_ms`` for more, and
+tags them off the event loop (``Tagger`` in a worker thread), so concurrent requests share forward passes. A lone
+batch runs on every thread; when full batches wait, up to ``lanes`` of them run at once, one thread each
+(``Batcher``). A text's result never
 depends on the texts that share its batch: ``Tagger`` runs windows of one padded length together (fp32
 windows are padded to a multiple of 8 subwords, a length that depends on the window alone), and an int8
 graph, whose dynamic activation scales span the whole batch, runs every window alone
@@ -47,15 +49,26 @@ class _Work:
 
 
 class Batcher:
-    """The one consumer of the queue: batches of up to ``max_batch`` items, tagged in a worker thread."""
+    """The one consumer of the queue: batches of up to ``max_batch`` items, tagged in worker threads.
 
-    def __init__(self, tagger: Tagger, max_batch: int, max_wait_s: float, max_queue: int, metrics: Metrics) -> None:
+    A batch runs on ``tagger`` (every ONNX Runtime thread of the process) when nothing else runs. When a full
+    batch waits (``max_batch`` texts, at least 2) and ``lane_tagger`` (one thread) is given, up to ``lanes`` batches
+    run at once on it instead, each on its own core: on 2 cores two one-thread runs of 32 random tweets tag more
+    than one two-thread run does (benchmarks/RESULTS.md, "Serving"), while a lone request keeps every thread. The
+    thread count never changes a result (tested), so neither does the session a batch runs on.
+    """
+
+    def __init__(self, tagger: Tagger, max_batch: int, max_wait_s: float, max_queue: int, metrics: Metrics,
+                 lane_tagger: Tagger | None = None, lanes: int = 1) -> None:  # fmt: skip
         self.tagger, self.max_batch, self.max_wait_s, self.max_queue = tagger, max_batch, max_wait_s, max_queue
+        self.lane_tagger, self.lanes = (lane_tagger, lanes) if lane_tagger is not None and lanes > 1 else (None, 1)
         self.metrics = metrics
         self.queue: deque[_Work] = deque()
         self.wake = asyncio.Event()
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="nerdistil-tag")  # one session, one caller at a time
+        self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="nerdistil-tag")
         self.task: asyncio.Task | None = None
+        self.running = {"all": 0, "lane": 0}  # batches in flight on each session
+        self.runs: set[asyncio.Task] = set()
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -72,35 +85,54 @@ class Batcher:
         self.wake.set()
         return list(await asyncio.gather(*(w.future for w in work)))
 
+    def _session(self) -> str | None:
+        """Where the next batch runs now ("all" threads, a "lane"), or None: wait for texts or a run to end."""
+        if not self.queue or self.running["all"]:
+            return None
+        full = len(self.queue) >= max(self.max_batch, 2)
+        if self.lane_tagger is not None and full and self.running["lane"] < self.lanes:
+            return "lane"
+        return "all" if not self.running["lane"] else None
+
     async def _loop(self) -> None:
         while True:
             await self.wake.wait()
-            if len(self.queue) < self.max_batch:  # wait a little for others to join this batch
+            self.wake.clear()
+            idle = not any(self.running.values())
+            if idle and self.max_wait_s and 0 < len(self.queue) < self.max_batch:  # wait a little for others
                 deadline = time.perf_counter() + self.max_wait_s
                 while len(self.queue) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
                     self.wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), left)
-            batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
-            if not self.queue:
-                self.wake.clear()
+            while (where := self._session()) is not None:
+                batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
+                self.running[where] += 1
+                run = asyncio.get_running_loop().create_task(self._run(batch, where))
+                self.runs.add(run)
+                run.add_done_callback(self.runs.discard)
             self.metrics.queue.set(len(self.queue))
-            if not batch:
-                continue
-            self.metrics.batch.observe(len(batch))
-            try:
-                results = await asyncio.get_running_loop().run_in_executor(self.pool, self._tag, batch)
-            except Exception as e:  # a bug in tagging: every waiting request gets a 500, the server lives on
-                log.exception("tagging a batch of %d failed", len(batch))
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(e)
-                continue
+
+    async def _run(self, batch: list[_Work], where: str) -> None:
+        self.metrics.batch.observe(len(batch))
+        self.metrics.runs.labels(where).inc()
+        tagger = self.tagger if where == "all" else self.lane_tagger
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.pool, self._tag, batch, tagger)
+        except Exception as e:  # a bug in tagging: every waiting request gets a 500, the server lives on
+            log.exception("tagging a batch of %d failed", len(batch))
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_exception(e)
+        else:
             for w, r in zip(batch, results):
                 if not w.future.done():  # its client may have gone
                     w.future.set_result(r)
+        finally:
+            self.running[where] -= 1
+            self.wake.set()  # the queue may hold the next batch
 
-    def _tag(self, batch: list[_Work]) -> list[dict]:
+    def _tag(self, batch: list[_Work], tagger: Tagger) -> list[dict]:
         """Tag one batch (tweets and word lists apart, then back in order)."""
         out: list[dict | None] = [None] * len(batch)
         size = len(batch)  # an int8 Tagger runs each window alone anyway (batch_independent)
@@ -108,7 +140,7 @@ class Batcher:
             idx = [i for i, w in enumerate(batch) if w.kind == kind]
             if idx:
                 items = [batch[i].item for i in idx]
-                got = self.tagger.tag(items, size) if kind == "texts" else self.tagger.tag_words(items, size)
+                got = tagger.tag(items, size) if kind == "texts" else tagger.tag_words(items, size)
                 for i, r in zip(idx, got):
                     out[i] = r
         self.metrics.texts.inc(len(batch))
@@ -130,6 +162,8 @@ class Metrics:
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip
         self.queue = Gauge("nerdistil_queue_depth", "Texts waiting for a batch", registry=self.registry)
         self.texts = Counter("nerdistil_texts_tagged", "Texts (or sentences) tagged", registry=self.registry)
+        self.runs = Counter("nerdistil_batch_runs", "Batches run, by session: all threads, or a one-thread lane",
+                            ["session"], registry=self.registry)  # fmt: skip
 
 
 class _State:
@@ -184,16 +218,23 @@ def create_app(cfg: dict | None = None):
     async def lifespan(app):
         loop = asyncio.get_running_loop()
         threads = cfg.get("threads") or max(1, (os.cpu_count() or 1) // max(1, cfg["workers"]))
+        lanes = cfg.get("lanes") or threads
         state.tagger = await loop.run_in_executor(None, lambda: Tagger(cfg["model"], threads))
+        lane_tagger = None  # one-thread runs side by side; a one-thread tagger is its own lane session
+        if lanes > 1:
+            lane_tagger = state.tagger if threads == 1 else await loop.run_in_executor(None, Tagger, cfg["model"], 1)
         state.sha256 = await loop.run_in_executor(None, _sha256, Path(cfg["model"]) / MODEL)
         state.batcher = Batcher(state.tagger, cfg["max_batch_size"], cfg["max_wait_ms"] / 1000, cfg["max_queue"],
-                                state.metrics)  # fmt: skip
+                                state.metrics, lane_tagger, lanes)  # fmt: skip
         state.batcher.start()
         await state.batcher.submit("texts", ["Warm-up tweet for @nerdistil in London #ready"])  # one real batch
+        if lane_tagger is not None:  # and one on the lane session
+            await loop.run_in_executor(None, lane_tagger.tag, ["Warm-up tweet for @nerdistil in London #ready"])
         _not_ready_on_sigterm(state)
         state.ready = True
-        log.info("ready: %s (%s, %d labels) on %d ONNX Runtime threads", cfg["model"],
-                 state.tagger.describe()["quantization"], len(state.tagger.labels), threads)  # fmt: skip
+        log.info("ready: %s (%s, %d labels) on %d ONNX Runtime threads, %d lane(s)", cfg["model"],
+                 state.tagger.describe()["quantization"], len(state.tagger.labels), threads,
+                 state.batcher.lanes)  # fmt: skip
         yield
         state.ready = False
         if state.batcher.task:
@@ -244,6 +285,7 @@ def create_app(cfg: dict | None = None):
         if state.tagger is None:
             return _error(503, "not ready: the model is loading", {"Retry-After": "1"})
         serving = {k: cfg[k] for k in ("max_batch_size", "max_wait_ms", "max_queue", "max_texts", "max_chars")}
+        serving["lanes"] = state.batcher.lanes if state.batcher else None
         return JSONResponse({**state.tagger.describe(), "sha256": state.sha256, "serving": serving,
                              "batch_independent": state.tagger.batch_independent})  # fmt: skip
 
