@@ -30,7 +30,11 @@ DELTAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def decodings(logits: np.ndarray, labels: list[str], crf, deltas=DELTAS) -> dict[str, list[list[str]]]:
-    """Tag paths of one window's (n, L) word logits: ``{"viterbi δ": tags, "max-marginal δ": tags}``."""
+    """Tag paths of one sentence's (n, L) word logits: ``{"viterbi δ": tags, "max-marginal δ": tags}``.
+
+    A sentence is decoded whole; the shipped decoder runs each window alone, which is the same for every sentence
+    that fits in one window (every bundled tweet: the longest has 75 of 512 subwords).
+    """
     import torch
 
     from nerdistil.crf import chain_potentials, forward_backward

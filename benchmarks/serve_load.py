@@ -246,6 +246,8 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/serve_load.json")
     ap.add_argument("--markdown", default="benchmarks/results/serve_load.md")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     tweets = _tweets(args.tweets, 5000)
     threads = (["--threads", str(args.threads)] if args.threads else []) + ["--workers", str(args.workers)]
@@ -285,6 +287,8 @@ def main() -> None:
     lines += [f"| {r['batching']} | {r['clients']} | {r['tweets_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_peak_rss_mb']:.0f} | {r['server_cores']:.2f} + "
               f"{r['client_cores']:.2f} |" for r in rows]  # fmt: skip
+    bad = [f"{r['batching']} (round {r['round']}): {r['exit']}" for r in runs if r.get("exit", 0) != 0]
+    lines += ["", f"Server exit codes on SIGTERM after each setting: {'; '.join(bad) if bad else 'all 0'}."]
     if over:
         after, shed = over["after"], over["statuses"].get(429, 0)
         lost = f" (no HTTP answer: {', '.join(f'{n} {k}' for k, n in over['failures'].items())})"

@@ -112,7 +112,7 @@ def _type_name(hint: Any) -> str:
 # Ranges of numeric settings, by field name, checked where they enter (config file and flags alike).
 _AT_LEAST_1 = {"epochs", "batch_size", "ensemble", "hidden_size", "label_chunk", "label_batch_size", "grad_accum",
                "max_length", "student_layers", "max_batch_size", "max_queue", "max_body_bytes", "max_texts",
-               "max_chars", "workers", "threads", "port"}  # fmt: skip
+               "max_chars", "workers", "threads", "lanes", "port"}  # fmt: skip
 _AT_LEAST_0 = {"patience", "checkpoint_every", "prune_heads", "augment_copies", "max_wait_ms"}
 _POSITIVE = {"temperature", "lr", "learning_rate", "fine_tune_lr", "adam_eps", "drain_s"}
 _NON_NEGATIVE = {"weight_decay", "alpha_ce", "alpha_kd", "alpha_mlm", "alpha_mse", "alpha_cos", "class_weight_power",

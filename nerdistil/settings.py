@@ -223,7 +223,7 @@ class ServeConfig:
     workers: int = opt("Server processes (each loads the model; ONNX Runtime's threads are split between them).", 1)
     threads: int | None = opt("ONNX Runtime threads per process (default: the cores divided among the workers).")
     lanes: int | None = opt(
-        "Batches run at once when a full batch waits, each on one ONNX Runtime thread (a second "
+        "Batches run at once when full batches queue up, each on one ONNX Runtime thread (a second "
         "session); otherwise one batch at a time on every thread. Default: --threads; 1: off."
     )
     drain_s: float = opt("On SIGTERM: longest wait for requests in flight before exiting.", 30.0)

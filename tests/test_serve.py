@@ -120,6 +120,37 @@ def test_concurrent_requests_get_exactly_what_serial_tagging_gives(server, expor
     assert runs.get("lane", 0) >= 1  # full batches ran side by side on the lanes, with the same results
 
 
+def test_lanes_on_a_second_one_thread_session_give_serial_results(exported, tmp_path):
+    """Two threads and two lanes: lone batches run on the two-thread session, queued ones side by side on the
+    one-thread session; every text still gets what serial ``Tagger.tag`` gives."""
+    from nerdistil import Tagger
+
+    s = Server(exported, tmp_path / "log.txt", "--threads", "2", "--lanes", "2", "--max-batch-size", "2")
+    try:
+        bodies = _requests()
+
+        async def main():
+            async with httpx.AsyncClient(base_url=s.url, timeout=60) as client:
+                return await asyncio.gather(*(client.post("/v1/tag", json=b) for b in bodies))
+
+        responses = asyncio.run(main())
+        tagger = Tagger.load(exported)
+        for body, r in zip(bodies, responses):
+            assert r.status_code == 200, r.text
+            want = ([tagger.tag([t])[0] for t in body["texts"]] if "texts" in body
+                    else [tagger.tag_words([w])[0] for w in body["words"]])  # fmt: skip
+            assert r.json()["results"] == json.loads(json.dumps(want))
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(s.url + "/metrics").text)}
+        runs = {x.labels["session"]: x.value for x in families["nerdistil_batch_runs"].samples
+                if x.name.endswith("_total")}  # fmt: skip
+        assert runs.get("lane", 0) >= 1 and runs.get("all", 0) >= 1  # both sessions tagged
+        assert httpx.get(s.url + "/v1/model").json()["serving"]["lanes"] == 2
+    finally:
+        assert s.stop() == 0
+
+
 @pytest.mark.parametrize(("content", "status", "needle"), [
     (b"{not json", 422, "not valid JSON"),
     (b'{"texts": "one string"}', 422, '"texts" must be a list'),
@@ -177,12 +208,13 @@ class _Stub:
 @pytest.mark.parametrize(("queued", "running", "lanes", "want"), [
     (0, {"all": 0, "lane": 0}, 2, None),  # nothing to do
     (3, {"all": 0, "lane": 0}, 2, "all"),  # a lone, short batch: every thread
-    (8, {"all": 0, "lane": 0}, 2, "lane"),  # a full batch waits: a one-thread lane
-    (8, {"all": 0, "lane": 1}, 2, "lane"),  # and a second one beside it
+    (8, {"all": 0, "lane": 0}, 2, "all"),  # one full batch, however it came: every thread
+    (16, {"all": 0, "lane": 0}, 2, "lane"),  # two full batches wait: one-thread lanes
+    (8, {"all": 0, "lane": 1}, 2, "lane"),  # a full batch beside a running lane
     (8, {"all": 0, "lane": 2}, 2, None),  # every lane busy
     (3, {"all": 0, "lane": 1}, 2, None),  # a short batch waits for the lanes to end, then takes every thread
-    (8, {"all": 1, "lane": 0}, 2, None),  # nothing beside an all-threads run
-    (8, {"all": 0, "lane": 0}, 1, "all"),  # --lanes 1: one batch at a time on every thread
+    (16, {"all": 1, "lane": 0}, 2, None),  # nothing beside an all-threads run
+    (16, {"all": 0, "lane": 0}, 1, "all"),  # --lanes 1: one batch at a time on every thread
 ])  # fmt: skip
 def test_batcher_runs_a_lone_batch_on_every_thread_and_full_batches_side_by_side(queued, running, lanes, want):
     from nerdistil.deploy.serve import Batcher, Metrics

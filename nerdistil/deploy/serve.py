@@ -3,7 +3,7 @@
 One ONNX Runtime session per process, and a second one-thread session for ``lanes``. Requests put their texts on
 one bounded queue; one batcher takes up to ``max_batch_size`` of them, waiting at most ``max_wait_ms`` for more, and
 tags them off the event loop (``Tagger`` in a worker thread), so concurrent requests share forward passes. A lone
-batch runs on every thread; when full batches wait, up to ``lanes`` of them run at once, one thread each
+batch runs on every thread; when full batches queue up, up to ``lanes`` of them run at once, one thread each
 (``Batcher``). A text's result never
 depends on the texts that share its batch: ``Tagger`` runs windows of one padded length together (fp32
 windows are padded to a multiple of 8 subwords, a length that depends on the window alone), and an int8
@@ -51,11 +51,12 @@ class _Work:
 class Batcher:
     """The one consumer of the queue: batches of up to ``max_batch`` items, tagged in worker threads.
 
-    A batch runs on ``tagger`` (every ONNX Runtime thread of the process) when nothing else runs. When a full
-    batch waits (``max_batch`` texts, at least 2) and ``lane_tagger`` (one thread) is given, up to ``lanes`` batches
-    run at once on it instead, each on its own core: on 2 cores two one-thread runs of 32 random tweets tag more
-    than one two-thread run does (benchmarks/RESULTS.md, "Serving"), while a lone request keeps every thread. The
-    thread count never changes a result (tested), so neither does the session a batch runs on.
+    A batch runs on ``tagger`` (every ONNX Runtime thread of the process) when nothing else runs. When two full
+    batches wait (``max_batch`` texts each, at least 2), or one does while a lane runs, and ``lane_tagger`` (one
+    thread) is given, up to ``lanes`` batches run at once on it instead, each on its own core: on 2 cores two
+    one-thread runs of 32 random tweets tag more than one two-thread run does (benchmarks/RESULTS.md, "Serving"),
+    while a lone request keeps every thread. The thread count never changes a result (tested), so neither does the
+    session a batch runs on.
     """
 
     def __init__(self, tagger: Tagger, max_batch: int, max_wait_s: float, max_queue: int, metrics: Metrics,
@@ -86,11 +87,16 @@ class Batcher:
         return list(await asyncio.gather(*(w.future for w in work)))
 
     def _session(self) -> str | None:
-        """Where the next batch runs now ("all" threads, a "lane"), or None: wait for texts or a run to end."""
+        """Where the next batch runs now ("all" threads, a "lane"), or None: wait for texts or a run to end.
+
+        Lanes start when two full batches wait (or one does while a lane runs): a lone request, however long,
+        runs on every thread.
+        """
         if not self.queue or self.running["all"]:
             return None
-        full = len(self.queue) >= max(self.max_batch, 2)
-        if self.lane_tagger is not None and full and self.running["lane"] < self.lanes:
+        full = max(self.max_batch, 2)
+        busy = len(self.queue) >= full * (1 if self.running["lane"] else 2)
+        if self.lane_tagger is not None and busy and self.running["lane"] < self.lanes:
             return "lane"
         return "all" if not self.running["lane"] else None
 
@@ -107,6 +113,9 @@ class Batcher:
                         await asyncio.wait_for(self.wake.wait(), left)
             while (where := self._session()) is not None:
                 batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
+                batch = [w for w in batch if not w.future.done()]  # texts whose client has gone are not tagged
+                if not batch:
+                    continue
                 self.running[where] += 1
                 run = asyncio.get_running_loop().create_task(self._run(batch, where))
                 self.runs.add(run)
@@ -114,10 +123,10 @@ class Batcher:
             self.metrics.queue.set(len(self.queue))
 
     async def _run(self, batch: list[_Work], where: str) -> None:
-        self.metrics.batch.observe(len(batch))
-        self.metrics.runs.labels(where).inc()
         tagger = self.tagger if where == "all" else self.lane_tagger
         try:
+            self.metrics.batch.observe(len(batch))
+            self.metrics.runs.labels(where).inc()
             results = await asyncio.get_running_loop().run_in_executor(self.pool, self._tag, batch, tagger)
         except Exception as e:  # a bug in tagging: every waiting request gets a 500, the server lives on
             log.exception("tagging a batch of %d failed", len(batch))
@@ -131,6 +140,18 @@ class Batcher:
         finally:
             self.running[where] -= 1
             self.wake.set()  # the queue may hold the next batch
+
+    async def close(self, timeout: float) -> None:
+        """Stop batching: texts still queued get an error, runs in flight get ``timeout`` s to finish."""
+        if self.task:
+            self.task.cancel()
+        while self.queue:
+            w = self.queue.popleft()
+            if not w.future.done():
+                w.future.set_exception(RuntimeError("the server is shutting down"))
+        if self.runs:
+            await asyncio.wait(self.runs, timeout=timeout)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _tag(self, batch: list[_Work], tagger: Tagger) -> list[dict]:
         """Tag one batch (tweets and word lists apart, then back in order)."""
@@ -237,9 +258,7 @@ def create_app(cfg: dict | None = None):
                  state.batcher.lanes)  # fmt: skip
         yield
         state.ready = False
-        if state.batcher.task:
-            state.batcher.task.cancel()
-        state.batcher.pool.shutdown(wait=True)
+        await state.batcher.close(max(1.0, cfg["drain_s"]))
 
     async def tag(request: Request) -> Response:
         if not state.ready:
