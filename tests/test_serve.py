@@ -205,22 +205,25 @@ class _Stub:
     """Stands in for a Tagger in the scheduling test: the policy never tags."""
 
 
-@pytest.mark.parametrize(("queued", "running", "lanes", "want"), [
-    (0, {"all": 0, "lane": 0}, 2, None),  # nothing to do
-    (3, {"all": 0, "lane": 0}, 2, "all"),  # a lone, short batch: every thread
-    (8, {"all": 0, "lane": 0}, 2, "all"),  # one full batch, however it came: every thread
-    (16, {"all": 0, "lane": 0}, 2, "lane"),  # two full batches wait: one-thread lanes
-    (8, {"all": 0, "lane": 1}, 2, "lane"),  # a full batch beside a running lane
-    (8, {"all": 0, "lane": 2}, 2, None),  # every lane busy
-    (3, {"all": 0, "lane": 1}, 2, None),  # a short batch waits for the lanes to end, then takes every thread
-    (16, {"all": 1, "lane": 0}, 2, None),  # nothing beside an all-threads run
-    (16, {"all": 0, "lane": 0}, 1, "all"),  # --lanes 1: one batch at a time on every thread
+@pytest.mark.parametrize(("queued", "requests", "running", "lanes", "want"), [
+    (0, 0, {"all": 0, "lane": 0}, 2, None),  # nothing to do
+    (3, 3, {"all": 0, "lane": 0}, 2, "all"),  # a short batch: every thread
+    (8, 1, {"all": 0, "lane": 0}, 2, "all"),  # one long request alone: every thread
+    (8, 8, {"all": 0, "lane": 0}, 2, "lane"),  # a full batch of several requests: a one-thread lane
+    (8, 1, {"all": 0, "lane": 1}, 2, "lane"),  # and a second one beside a running lane
+    (8, 8, {"all": 0, "lane": 2}, 2, None),  # every lane busy
+    (3, 3, {"all": 0, "lane": 1}, 2, None),  # a short batch waits for the lanes to end, then takes every thread
+    (8, 8, {"all": 1, "lane": 0}, 2, None),  # nothing beside an all-threads run
+    (8, 8, {"all": 0, "lane": 0}, 1, "all"),  # --lanes 1: one batch at a time on every thread
 ])  # fmt: skip
-def test_batcher_runs_a_lone_batch_on_every_thread_and_full_batches_side_by_side(queued, running, lanes, want):
+def test_batcher_runs_a_lone_request_on_every_thread_and_full_batches_side_by_side(queued, requests, running, lanes,
+                                                                                     want):  # fmt: skip
+    from types import SimpleNamespace
+
     from nerdistil.deploy.serve import Batcher, Metrics
 
     b = Batcher(_Stub(), 8, 0.0, 100, Metrics(), _Stub(), lanes)  # type: ignore[arg-type]
-    b.queue.extend([None] * queued)  # type: ignore[list-item]
+    b.queue.extend(SimpleNamespace(request=i * requests // queued) for i in range(queued))  # type: ignore[misc]
     b.running.update(running)
     assert b._session() == want
 

@@ -46,17 +46,18 @@ class _Work:
     kind: str  # "texts" or "words"
     item: Any
     future: asyncio.Future = field(repr=False)
+    request: int = 0  # which request it came with
 
 
 class Batcher:
     """The one consumer of the queue: batches of up to ``max_batch`` items, tagged in worker threads.
 
-    A batch runs on ``tagger`` (every ONNX Runtime thread of the process) when nothing else runs. When two full
-    batches wait (``max_batch`` texts each, at least 2), or one does while a lane runs, and ``lane_tagger`` (one
-    thread) is given, up to ``lanes`` batches run at once on it instead, each on its own core: on 2 cores two
-    one-thread runs of 32 random tweets tag more than one two-thread run does (benchmarks/RESULTS.md, "Serving"),
-    while a lone request keeps every thread. The thread count never changes a result (tested), so neither does the
-    session a batch runs on.
+    A batch runs on ``tagger`` (every ONNX Runtime thread of the process) when nothing else runs. When a full
+    batch (``max_batch`` texts, at least 2) of several requests' texts waits, or one does while a lane runs, and
+    ``lane_tagger`` (one thread) is given, up to ``lanes`` batches run at once on it instead, each on its own core:
+    on 2 cores two one-thread runs of 32 random tweets tag more than one two-thread run does (benchmarks/RESULTS.md,
+    "Serving"), while a lone request keeps every thread. The thread count never changes a result (tested), so
+    neither does the session a batch runs on.
     """
 
     def __init__(self, tagger: Tagger, max_batch: int, max_wait_s: float, max_queue: int, metrics: Metrics,
@@ -70,6 +71,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.running = {"all": 0, "lane": 0}  # batches in flight on each session
         self.runs: set[asyncio.Task] = set()
+        self.requests = 0  # requests submitted so far (each text knows its own)
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -80,7 +82,8 @@ class Batcher:
         if len(self.queue) + len(items) > self.max_queue:
             raise QueueFull
         loop = asyncio.get_running_loop()
-        work = [_Work(kind, item, loop.create_future()) for item in items]
+        self.requests += 1
+        work = [_Work(kind, item, loop.create_future(), self.requests) for item in items]
         self.queue.extend(work)
         self.metrics.queue.set(len(self.queue))
         self.wake.set()
@@ -89,13 +92,13 @@ class Batcher:
     def _session(self) -> str | None:
         """Where the next batch runs now ("all" threads, a "lane"), or None: wait for texts or a run to end.
 
-        Lanes start when two full batches wait (or one does while a lane runs): a lone request, however long,
-        runs on every thread.
+        Lanes take a full batch when texts of several requests wait (the oldest and the newest text came with
+        different ones) or a lane runs already: a lone request, however long, runs on every thread.
         """
         if not self.queue or self.running["all"]:
             return None
-        full = max(self.max_batch, 2)
-        busy = len(self.queue) >= full * (1 if self.running["lane"] else 2)
+        several = self.running["lane"] or self.queue[0].request != self.queue[-1].request
+        busy = len(self.queue) >= max(self.max_batch, 2) and several
         if self.lane_tagger is not None and busy and self.running["lane"] < self.lanes:
             return "lane"
         return "all" if not self.running["lane"] else None
