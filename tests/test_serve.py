@@ -220,7 +220,7 @@ def test_batcher_runs_a_lone_request_on_every_thread_and_full_batches_side_by_si
                                                                                      want):  # fmt: skip
     from types import SimpleNamespace
 
-    from nerdistil.deploy.serve import Batcher, Metrics
+    from nerdistil.deploy.batcher import Batcher, Metrics
 
     b = Batcher(_Stub(), 8, 0.0, 100, Metrics(), _Stub(), lanes)  # type: ignore[arg-type]
     b.queue.extend(SimpleNamespace(request=i * requests // queued) for i in range(queued))  # type: ignore[misc]
