@@ -37,7 +37,7 @@ def decodings(logits: np.ndarray, labels: list[str], crf, deltas=DELTAS) -> dict
     """
     import torch
 
-    from nerdistil.crf import chain_potentials, forward_backward
+    from nerdistil.crf import MASKED, chain_potentials, forward_backward
     from nerdistil.tags import bio_scores, bio_transitions, viterbi
 
     allowed = bio_transitions(labels)
@@ -47,7 +47,7 @@ def decodings(logits: np.ndarray, labels: list[str], crf, deltas=DELTAS) -> dict
     out: dict[str, list[list[str]]] = {}
     kinds = [("viterbi", logp, scores)]
     if crf is not None:
-        finite = [torch.from_numpy(np.where(np.isfinite(x), x, -1e4)).float() for x in scores]
+        finite = [torch.from_numpy(np.where(np.isfinite(x), x, MASKED)).float() for x in scores]
         chain = forward_backward(*chain_potentials(torch.from_numpy(logits)[None], *finite), [len(logits)])
         kinds.append(("max-marginal", chain.log_unary[0].numpy(), plain))
     for name, base, sc in kinds:
@@ -59,15 +59,13 @@ def decodings(logits: np.ndarray, labels: list[str], crf, deltas=DELTAS) -> dict
 
 
 def _scores(gold: list, pred: list) -> dict[str, float]:
-    from seqeval.metrics import f1_score, precision_score, recall_score
+    from nerdistil.metrics import entity_report
 
-    return {"f1": f1_score(gold, pred), "precision": precision_score(gold, pred), "recall": recall_score(gold, pred)}
+    return {k: v for k, v in entity_report(gold, pred).items() if k in ("f1", "precision", "recall")}
 
 
 def run(out: Path, student: str, folds: int) -> dict:
     """Pooled dev and test F1 / P / R per decoding, and the per-fold dev choice of delta applied to test."""
-    from seqeval.metrics import f1_score
-
     from nerdistil.data.conll import read_conll
     from nerdistil.tokclf import load_classifier, word_logits
 
@@ -88,7 +86,7 @@ def run(out: Path, student: str, folds: int) -> dict:
             gold[split] += g
             for k, p in tags.items():
                 pred[split].setdefault(k, []).extend(p)
-                mine.setdefault(k, {})[split] = (f1_score(g, p), p, g)
+                mine.setdefault(k, {})[split] = (_scores(g, p)["f1"], p, g)
         per_fold.append(mine)
         print(f"fold {fold} done", flush=True)
     rows = {}

@@ -34,6 +34,7 @@ from nerdistil.deploy.runtime import MODEL, Tagger
 
 log = logging.getLogger("nerdistil.serve")
 CONFIG_ENV = "NERDISTIL_SERVE_CONFIG"  # the settings, as JSON, for uvicorn's worker processes
+WARM_UP = "Warm-up tweet for @nerdistil in London #ready"  # tagged once on each session before readiness
 
 
 class _State:
@@ -97,9 +98,9 @@ def create_app(cfg: dict | None = None):
         state.batcher = Batcher(state.tagger, cfg["max_batch_size"], cfg["max_wait_ms"] / 1000, cfg["max_queue"],
                                 state.metrics, lane_tagger, lanes)  # fmt: skip
         state.batcher.start()
-        await state.batcher.submit("texts", ["Warm-up tweet for @nerdistil in London #ready"])  # one real batch
+        await state.batcher.submit("texts", [WARM_UP])  # one real batch
         if lane_tagger is not None:  # and one on the lane session
-            await loop.run_in_executor(None, lane_tagger.tag, ["Warm-up tweet for @nerdistil in London #ready"])
+            await loop.run_in_executor(None, lane_tagger.tag, [WARM_UP])
         _not_ready_on_sigterm(state)
         state.ready = True
         log.info("ready: %s (%s, %d labels) on %d ONNX Runtime threads, %d lane(s)", cfg["model"],
