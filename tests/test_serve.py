@@ -151,6 +151,19 @@ def test_lanes_on_a_second_one_thread_session_give_serial_results(exported, tmp_
         assert s.stop() == 0
 
 
+def test_load_benchmark_clients_get_the_servers_answers(server):
+    """benchmarks/serve_load.py's load generators (the raw keep-alive client, aiohttp) against the real server:
+    every request answered 200, none lost, the tweets counted."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import serve_load
+
+    tweets = ["Obama visits London", "@user ur late lol", "New iPhone at #CES2016 http://t.co/x", "ok"]
+    for lib in ("raw", "aiohttp"):
+        got = asyncio.run(serve_load._drive(server.url, tweets, 4, 0.5, lib))
+        assert got["ok"] > 0 and got["errors"] == 0 and got["statuses"] == {200: got["ok"]}, (lib, got)
+        assert got["tweets_per_s"] > 0 and got["p50_ms"] > 0
+
+
 @pytest.mark.parametrize(("content", "status", "needle"), [
     (b"{not json", 422, "not valid JSON"),
     (b'{"texts": "one string"}', 422, '"texts" must be a list'),
